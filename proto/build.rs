@@ -41,6 +41,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // RPCs a service does not implement answer UNIMPLEMENTED instead of failing to build.
+        .generate_default_stubs(true)
         .skip_debug(&skip_debug)
         .compile_fds(compiler.file_descriptor_set())?;
 

@@ -25,6 +25,10 @@
 //! assert_eq!(format!("{request:?}"), "GetPluginInfoRequest");
 //! ```
 
+pub mod identity;
+pub mod locks;
+pub mod serve;
+
 /// CSI v1 messages, `*_client` and `*_server` modules, generated from
 /// `csi.proto` (package `csi.v1`).
 pub mod v1 {
