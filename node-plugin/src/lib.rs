@@ -1,1 +1,48 @@
-//! placeholder
+//! The gluster-csi node plugin: CSI Identity and Node services that mount Gluster volumes
+//! with the GlusterFS FUSE client, once per volume per node, and bind-mount them into pods.
+//!
+//! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
+
+pub mod config;
+pub mod identity;
+pub mod node;
+
+pub use config::{Args, Config};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use csi_proto::identity::IdentityService;
+use csi_proto::v1::identity_server::IdentityServer;
+use csi_proto::v1::node_server::NodeServer;
+
+/// The node plugin's configuration or start-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A flag has an unusable value.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] csi_proto::serve::ServeError),
+}
+
+/// Validates `args`, binds the socket and serves the Identity and Node services until
+/// `shutdown` resolves.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let config = Arc::new(Config::from_args(args)?);
+    let listener = csi_proto::serve::bind(&config.endpoint)?;
+    let identity = IdentityService::new(
+        config.driver_name.clone(),
+        env!("CARGO_PKG_VERSION"),
+        Vec::new(),
+        Arc::new(identity::MountToolsReadiness::default()),
+    );
+    let node = node::NodeService::new(Arc::clone(&config));
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(NodeServer::new(node));
+    csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await?;
+    Ok(())
+}

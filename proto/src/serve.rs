@@ -154,6 +154,9 @@ pub fn bind(endpoint: &Endpoint) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// How long in-flight calls may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Serves `router` on `listener` (from [`bind`]) until `shutdown` resolves, waits for in-flight
 /// calls, then removes the socket file.
 pub async fn serve(
@@ -163,9 +166,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     tracing::info!(%endpoint, "serving");
-    let result = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    // In-flight calls get a bounded time to finish: one stuck on a dead mount must not keep
+    // the process alive until the orchestrator kills it without cleaning up.
+    let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = fired_tx.send(());
+    };
+    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+    let grace = async move {
+        match fired_rx.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = grace => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls did not finish in time; stopping anyway");
+            Ok(())
+        }
+    };
     match std::fs::remove_file(endpoint.path()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
