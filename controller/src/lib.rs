@@ -1,1 +1,54 @@
-//! placeholder
+//! The gluster-csi controller: CSI Identity and Controller services that turn StorageClass
+//! parameters into Heketi volumes.
+//!
+//! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
+
+pub mod config;
+pub mod identity;
+
+pub use config::{Args, Config};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use csi_proto::identity::{Capability, IdentityService};
+use csi_proto::v1::controller_server::ControllerServer;
+use csi_proto::v1::identity_server::IdentityServer;
+
+/// The controller's own configuration or start-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A flag has an unusable value.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] csi_proto::serve::ServeError),
+}
+
+/// Validates `args`, binds the socket and serves the Identity and Controller services until
+/// `shutdown` resolves.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let config = Arc::new(Config::from_args(args)?);
+    let listener = csi_proto::serve::bind(&config.endpoint)?;
+    let identity = IdentityService::new(
+        config.driver_name.clone(),
+        env!("CARGO_PKG_VERSION"),
+        vec![
+            Capability::ControllerService,
+            Capability::OnlineVolumeExpansion,
+        ],
+        Arc::new(identity::HeketiReadiness::for_backend(
+            config.default_backend.as_ref(),
+        )),
+    );
+    let controller = controller::ControllerService::new(Arc::clone(&config));
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(ControllerServer::new(controller));
+    csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await?;
+    Ok(())
+}
+
+pub mod controller;

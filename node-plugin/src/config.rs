@@ -40,7 +40,9 @@ pub struct Config {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No `--node-id` and no host name to fall back on.
-    #[error("--node-id is not set and the host name cannot be read ({0}); set --node-id or NODE_ID")]
+    #[error(
+        "--node-id is not set and the host name cannot be read ({0}); set --node-id or NODE_ID"
+    )]
     NodeId(String),
     /// `--node-id` empty or too long.
     #[error("--node-id {0:?} must be 1 to 128 bytes long")]

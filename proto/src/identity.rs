@@ -37,16 +37,16 @@ pub enum Capability {
 impl Capability {
     fn to_proto(self) -> PluginCapability {
         let kind = match self {
-            Self::ControllerService => plugin_capability::Type::Service(
-                plugin_capability::Service {
+            Self::ControllerService => {
+                plugin_capability::Type::Service(plugin_capability::Service {
                     r#type: service::Type::ControllerService as i32,
-                },
-            ),
-            Self::OnlineVolumeExpansion => plugin_capability::Type::VolumeExpansion(
-                plugin_capability::VolumeExpansion {
+                })
+            }
+            Self::OnlineVolumeExpansion => {
+                plugin_capability::Type::VolumeExpansion(plugin_capability::VolumeExpansion {
                     r#type: volume_expansion::Type::Online as i32,
-                },
-            ),
+                })
+            }
         };
         PluginCapability { r#type: Some(kind) }
     }

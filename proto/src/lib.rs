@@ -28,6 +28,8 @@
 pub mod identity;
 pub mod locks;
 pub mod serve;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 /// CSI v1 messages, `*_client` and `*_server` modules, generated from
 /// `csi.proto` (package `csi.v1`).

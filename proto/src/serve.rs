@@ -290,7 +290,14 @@ mod driver_name_tests {
             assert!(parse_driver_name(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(64);
-        for bad in ["", "1abc", "abc1", "gluster.heketi.csi.", "a b", long.as_str()] {
+        for bad in [
+            "",
+            "1abc",
+            "abc1",
+            "gluster.heketi.csi.",
+            "a b",
+            long.as_str(),
+        ] {
             assert!(parse_driver_name(bad).is_err(), "{bad}");
         }
     }
