@@ -262,7 +262,11 @@ fn is_zero(v: &u32) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeDurabilityInfo {
     /// Kind; an empty string on the wire reads as `none`.
-    #[serde(default, rename = "type", deserialize_with = "durability_type_or_empty")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "durability_type_or_empty"
+    )]
     pub kind: DurabilityType,
     /// Replica settings (used when `kind` is `replicate`).
     #[serde(default)]
@@ -504,7 +508,10 @@ mod tests {
         let v: VolumeInfoResponse = serde_json::from_str(body).unwrap_or_default();
         assert_eq!(v.name, "vol_1");
         assert_eq!(v.durability.replicate.replica, 3);
-        assert_eq!(v.mount.glusterfs.options["backup-volfile-servers"], "10.0.0.2");
+        assert_eq!(
+            v.mount.glusterfs.options["backup-volfile-servers"],
+            "10.0.0.2"
+        );
         assert_eq!(v.bricks[0].size, 10_485_760);
     }
 }

@@ -1,0 +1,430 @@
+//! The one error type of the client, and how Heketi's replies are classified.
+//!
+//! Heketi reports every failure as plain text with an HTTP status (there is no JSON error
+//! envelope). This module is the only place in gluster-csi that looks at that text: the rest of
+//! the project asks [`Error::is_not_found`], [`Error::is_no_space`], [`Error::is_name_in_use`],
+//! [`Error::is_retryable`] and [`Error::is_unavailable`] instead.
+
+use std::time::Duration;
+
+/// Longest error message kept from a Heketi reply, in bytes (Heketi's own client reads 4 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Anything that can go wrong while talking to Heketi.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(client: heketi_client::Client) {
+/// match client.volume_info("0123456789abcdef0123456789abcdef").await {
+///     Ok(v) => println!("{} is {} GiB", v.name, v.size),
+///     Err(e) if e.is_not_found() => println!("no such volume"),
+///     Err(e) if e.is_retryable() => println!("try again later: {e}"),
+///     Err(e) => println!("failed: {e}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Heketi answered with an error status.
+    ///
+    /// `message` is Heketi's plain-text body, trimmed and cut to [`MAX_MESSAGE_BYTES`]; an empty
+    /// body reads as `server did not provide a message (status N)`.
+    #[error("Heketi returned {status}: {message}")]
+    Api {
+        /// HTTP status code.
+        status: u16,
+        /// Heketi's message.
+        message: String,
+    },
+
+    /// The request did not get an answer: connection refused or reset, TLS failure, DNS, …
+    #[error("cannot reach Heketi: {0}")]
+    Transport(#[source] reqwest::Error),
+
+    /// Heketi answered 2xx but the body is not the JSON we expected.
+    #[error("cannot decode Heketi's reply ({source}); body: {}", preview(body))]
+    Decode {
+        /// The body as received (lossily converted to UTF-8, cut to [`MAX_MESSAGE_BYTES`]).
+        body: String,
+        /// What the JSON decoder said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The JWT for a request could not be built.
+    #[error("cannot build the authentication token: {0}")]
+    Auth(#[source] jsonwebtoken::errors::Error),
+
+    /// No answer within the request timeout, or the operation did not finish within the
+    /// operation deadline. The outcome on the server is unknown.
+    #[error("Heketi did not finish the request within {after:?}")]
+    Timeout {
+        /// The limit that was hit.
+        after: Duration,
+    },
+
+    /// The client is configured wrongly (bad URL, unreadable CA file, missing key, …).
+    #[error("invalid Heketi client configuration: {0}")]
+    Config(String),
+
+    /// Heketi's answer does not follow its own protocol (e.g. a 202 without `Location`, or a
+    /// redirect to another host).
+    #[error("unexpected reply from Heketi: {0}")]
+    Protocol(String),
+
+    /// Heketi no longer knows an operation it accepted (its `/queue` entry returned 404, which
+    /// happens when Heketi restarts). Whether the operation took effect is unknown: read the
+    /// resource again.
+    #[error("Heketi lost track of operation {location}: {message}")]
+    OperationLost {
+        /// The `/queue/…` path that was polled.
+        location: String,
+        /// Heketi's message.
+        message: String,
+    },
+
+    /// An id passed to the client cannot name a Heketi object (Heketi ids are hex strings).
+    /// Heketi answers 404 for such paths, so [`Error::is_not_found`] is true.
+    #[error("{id:?} is not a valid Heketi id")]
+    InvalidId {
+        /// The rejected id.
+        id: String,
+    },
+}
+
+/// Shorthand for `Result<T, heketi_client::Error>`.
+///
+/// # Example
+/// ```no_run
+/// async fn names(client: &heketi_client::Client) -> heketi_client::Result<Vec<String>> {
+///     Ok(client.volume_list().await?.volumes)
+/// }
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn preview(body: &str) -> &str {
+    truncate_utf8(body, 512)
+}
+
+/// Cut `s` to at most `max` bytes without splitting a character.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Turn an error reply's status and body into [`Error::Api`], the way Heketi's own client does.
+pub(crate) fn api_error(status: u16, body: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(body);
+    let text = truncate_utf8(&text, MAX_MESSAGE_BYTES).trim();
+    let message = if text.is_empty() {
+        format!("server did not provide a message (status {status})")
+    } else {
+        text.to_owned()
+    };
+    Error::Api { status, message }
+}
+
+/// Phrases of Heketi's allocator that mean "the cluster cannot hold this volume"
+/// (`ErrNoSpace`, `ErrMaxBricks`, `ErrMinimumBrickSize` and the per-cluster volume limit in
+/// `apps/glusterfs`). Heketi folds the first three into "No space" but older releases and
+/// multi-cluster replies can carry any of them.
+const NO_SPACE_PHRASES: &[&str] = &[
+    "no space",
+    "out of space",
+    "maximum number of bricks reached",
+    "volumes and limit is",
+];
+
+impl Error {
+    /// The object does not exist: a 404, or an id that cannot name a Heketi object.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(client: heketi_client::Client, id: &str) -> heketi_client::Result<()> {
+    /// match client.volume_delete(id).await {
+    ///     Err(e) if e.is_not_found() => Ok(()), // already gone
+    ///     other => other,
+    /// }
+    /// # }
+    /// ```
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Api { status: 404, .. } | Error::InvalidId { .. }
+        )
+    }
+
+    /// Heketi could not allocate the space: no cluster has room for the bricks, the bricks
+    /// would be too small or too many, or the cluster reached its volume limit.
+    ///
+    /// Heketi sends these as `500 Failed to allocate new volume: No space` (or
+    /// `… volume expansion: …`); 507 Insufficient Storage is accepted too.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(client: heketi_client::Client) {
+    /// let req = heketi_client::types::VolumeCreateRequest { size: 100_000, ..Default::default() };
+    /// if let Err(e) = client.volume_create(&req).await {
+    ///     if e.is_no_space() {
+    ///         println!("cluster is full");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Api {
+                status: 500 | 507,
+                message,
+            } => {
+                let m = message.to_ascii_lowercase();
+                NO_SPACE_PHRASES.iter().any(|p| m.contains(p))
+            }
+            _ => false,
+        }
+    }
+
+    /// The volume name is already taken in every cluster the request could use
+    /// (Heketi: `500 … Volume name '<name>' already in use`; 409 Conflict is accepted too).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(client: heketi_client::Client) {
+    /// let req = heketi_client::types::VolumeCreateRequest {
+    ///     size: 1, name: "taken".into(), ..Default::default()
+    /// };
+    /// if let Err(e) = client.volume_create(&req).await {
+    ///     if e.is_name_in_use() {
+    ///         println!("look the existing volume up instead");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn is_name_in_use(&self) -> bool {
+        match self {
+            Error::Api {
+                status: 500 | 409,
+                message,
+            } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("volume name") && m.contains("already in use")
+            }
+            _ => false,
+        }
+    }
+
+    /// Trying again later may succeed: 429 (too many operations in flight), 503 (maintenance)
+    /// or a transport failure. The client already retried these a bounded number of times.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(e: heketi_client::Error) {
+    /// if e.is_retryable() {
+    ///     println!("back off and retry: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => matches!(status, 429 | 503),
+            Error::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Heketi cannot serve requests now: everything [`Error::is_retryable`] covers, plus 502
+    /// and 504 from a proxy in front of Heketi. A CSI driver maps this to `Unavailable`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(e: heketi_client::Error) {
+    /// if e.is_unavailable() {
+    ///     println!("Heketi is down or busy");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        self.is_retryable()
+            || matches!(
+                self,
+                Error::Api {
+                    status: 502 | 504,
+                    ..
+                }
+            )
+    }
+
+    /// The HTTP status of an [`Error::Api`], `None` for every other kind.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(e: heketi_client::Error) {
+    /// if e.status() == Some(409) {
+    ///     println!("conflict: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str) -> Error {
+        Error::Api {
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn api_error_trims_and_fills_empty_body() {
+        let e = api_error(500, b"Failed to allocate new volume: No space\n");
+        assert!(
+            matches!(&e, Error::Api { status: 500, message } if message == "Failed to allocate new volume: No space")
+        );
+        let e = api_error(502, b"  \n");
+        assert!(
+            matches!(&e, Error::Api { status: 502, message } if message == "server did not provide a message (status 502)")
+        );
+    }
+
+    #[test]
+    fn api_error_keeps_at_most_4k_on_a_char_boundary() {
+        let mut body = "x".repeat(MAX_MESSAGE_BYTES - 1).into_bytes();
+        body.extend_from_slice("é and more".as_bytes()); // 'é' straddles the limit
+        match api_error(500, &body) {
+            Error::Api { message, .. } => {
+                assert_eq!(message.len(), MAX_MESSAGE_BYTES - 1);
+                assert!(message.chars().all(|c| c == 'x'));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        // (error, not_found, no_space, name_in_use, retryable, unavailable)
+        let cases: Vec<(Error, [bool; 5])> = vec![
+            (api(404, "Id not found"), [true, false, false, false, false]),
+            (
+                api(404, "Invalid path or request"),
+                [true, false, false, false, false],
+            ),
+            (
+                Error::InvalidId { id: "../x".into() },
+                [true, false, false, false, false],
+            ),
+            (
+                api(500, "Failed to allocate new volume: No space"),
+                [false, true, false, false, false],
+            ),
+            (
+                api(500, "Failed to allocate volume expansion: No space"),
+                [false, true, false, false, false],
+            ),
+            (
+                api(
+                    500,
+                    "Failed to allocate new volume: Minimum brick size limit reached.  Out of space.",
+                ),
+                [false, true, false, false, false],
+            ),
+            (
+                api(
+                    500,
+                    "Failed to allocate new volume: Unable to create volume on any cluster:\nCluster 1: No space\nCluster 2: No space",
+                ),
+                [false, true, false, false, false],
+            ),
+            (
+                api(
+                    500,
+                    "Failed to allocate new volume: Cluster has 1000 volumes and limit is 1000",
+                ),
+                [false, true, false, false, false],
+            ),
+            (
+                api(507, "insufficient storage: no space left"),
+                [false, true, false, false, false],
+            ),
+            // The status matters: a 400 that happens to say "no space" is a validation error.
+            (
+                api(400, "validation failed: no space allowed in name"),
+                [false, false, false, false, false],
+            ),
+            (
+                api(
+                    500,
+                    "Failed to allocate new volume: Volume name 'csi_1' already in use",
+                ),
+                [false, false, true, false, false],
+            ),
+            (
+                api(409, "Volume name 'csi_1' already in use"),
+                [false, false, true, false, false],
+            ),
+            (
+                api(500, "Device already in use (ID: abc)"),
+                [false, false, false, false, false],
+            ),
+            (
+                api(429, "Server busy. Retry operation later."),
+                [false, false, false, true, true],
+            ),
+            (
+                api(503, "Service disabled for maintenance"),
+                [false, false, false, true, true],
+            ),
+            (api(502, "bad gateway"), [false, false, false, false, true]),
+            (
+                Error::Timeout {
+                    after: Duration::from_secs(1),
+                },
+                [false, false, false, false, false],
+            ),
+            (
+                api(401, "Invalid JWT token: signature is invalid"),
+                [false, false, false, false, false],
+            ),
+        ];
+        for (e, want) in cases {
+            let got = [
+                e.is_not_found(),
+                e.is_no_space(),
+                e.is_name_in_use(),
+                e.is_retryable(),
+                e.is_unavailable(),
+            ];
+            assert_eq!(got, want, "{e}");
+        }
+    }
+
+    #[test]
+    fn decode_display_shows_a_short_body_preview() {
+        let source = serde_json::from_str::<serde_json::Value>("{").err();
+        let Some(source) = source else {
+            panic!("'{{' must not parse");
+        };
+        let e = Error::Decode {
+            body: "y".repeat(2000),
+            source,
+        };
+        let shown = e.to_string();
+        assert!(shown.contains(&"y".repeat(512)));
+        assert!(!shown.contains(&"y".repeat(513)));
+    }
+}
