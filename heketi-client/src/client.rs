@@ -451,7 +451,7 @@ impl Client {
     /// println!("{}", client.hello().await?);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn hello(&self) -> Result<String> {
         self.bounded(|deadline| async move {
             let r = self

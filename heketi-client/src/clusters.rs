@@ -17,7 +17,7 @@ impl Client {
     /// println!("cluster {}", c.id);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn cluster_create(&self, req: &ClusterCreateRequest) -> Result<ClusterInfoResponse> {
         self.call_json(Method::POST, "/clusters", Self::body(req)?)
             .await
@@ -33,7 +33,7 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn cluster_list(&self) -> Result<ClusterListResponse> {
         self.call_json(Method::GET, "/clusters", None).await
     }
@@ -47,7 +47,7 @@ impl Client {
     /// println!("{} nodes, {} volumes", c.nodes.len(), c.volumes.len());
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn cluster_info(&self, id: &str) -> Result<ClusterInfoResponse> {
         let path = format!("/clusters/{}", check_id(id)?);
         self.call_json(Method::GET, &path, None).await
@@ -62,7 +62,7 @@ impl Client {
     /// client.cluster_delete("0123456789abcdef0123456789abcdef").await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn cluster_delete(&self, id: &str) -> Result<()> {
         let path = format!("/clusters/{}", check_id(id)?);
         self.call_empty(Method::DELETE, &path, None).await
@@ -83,7 +83,7 @@ impl Client {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn cluster_set_flags(&self, id: &str, flags: &ClusterFlags) -> Result<()> {
         let path = format!("/clusters/{}/flags", check_id(id)?);
         self.call_empty(Method::POST, &path, Self::body(flags)?)

@@ -23,7 +23,7 @@ impl Client {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, fields(node = %req.node_id, device = %req.name), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(node = %req.node_id, device = %req.name), err(level = "debug"))]
     pub async fn device_add(&self, req: &DeviceAddRequest) -> Result<()> {
         self.operation_empty(Method::POST, "/devices", Self::body(req)?)
             .await
@@ -38,7 +38,7 @@ impl Client {
     /// println!("{}: {} of {} KiB free", d.name, d.storage.free, d.storage.total);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn device_info(&self, id: &str) -> Result<DeviceInfoResponse> {
         let path = format!("/devices/{}", check_id(id)?);
         self.call_json(Method::GET, &path, None).await
@@ -52,7 +52,7 @@ impl Client {
     /// client.device_delete("0123456789abcdef0123456789abcdef").await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn device_delete(&self, id: &str) -> Result<()> {
         let path = format!("/devices/{}", check_id(id)?);
         self.operation_empty(Method::DELETE, &path, None).await
@@ -69,7 +69,7 @@ impl Client {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn device_set_state(&self, id: &str, state: EntryState) -> Result<()> {
         let path = format!("/devices/{}/state", check_id(id)?);
         self.operation_empty(Method::POST, &path, Self::body(&StateRequest { state })?)

@@ -27,7 +27,7 @@ impl Client {
     /// println!("node {}", n.id);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, fields(cluster = %req.cluster_id), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(cluster = %req.cluster_id), err(level = "debug"))]
     pub async fn node_add(&self, req: &NodeAddRequest) -> Result<NodeInfoResponse> {
         self.operation_json(Method::POST, "/nodes", Self::body(req)?)
             .await
@@ -43,7 +43,7 @@ impl Client {
     /// println!("{free} KiB free");
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn node_info(&self, id: &str) -> Result<NodeInfoResponse> {
         let path = format!("/nodes/{}", check_id(id)?);
         self.call_json(Method::GET, &path, None).await
@@ -57,7 +57,7 @@ impl Client {
     /// client.node_delete("0123456789abcdef0123456789abcdef").await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn node_delete(&self, id: &str) -> Result<()> {
         let path = format!("/nodes/{}", check_id(id)?);
         self.operation_empty(Method::DELETE, &path, None).await
@@ -74,7 +74,7 @@ impl Client {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn node_set_state(&self, id: &str, state: EntryState) -> Result<()> {
         let path = format!("/nodes/{}/state", check_id(id)?);
         self.operation_empty(Method::POST, &path, Self::body(&StateRequest { state })?)

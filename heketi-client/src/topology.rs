@@ -20,7 +20,7 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn topology(&self) -> Result<TopologyInfoResponse> {
         self.bounded(|_| async move {
             let mut out = TopologyInfoResponse::default();

@@ -31,7 +31,7 @@ impl Client {
     /// println!("mount {}", v.mount.glusterfs.device);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, fields(name = %req.name, size = req.size), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %req.name, size = req.size), err(level = "debug"))]
     pub async fn volume_create(&self, req: &VolumeCreateRequest) -> Result<VolumeInfoResponse> {
         self.operation_json(Method::POST, "/volumes", Self::body(req)?)
             .await
@@ -46,7 +46,7 @@ impl Client {
     /// println!("{n} volumes");
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn volume_list(&self) -> Result<VolumeListResponse> {
         self.call_json(Method::GET, "/volumes", None).await
     }
@@ -60,7 +60,7 @@ impl Client {
     /// println!("{} on {:?}", v.name, v.mount.glusterfs.hosts);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn volume_info(&self, id: &str) -> Result<VolumeInfoResponse> {
         let path = format!("/volumes/{}", check_id(id)?);
         self.call_json(Method::GET, &path, None).await
@@ -78,7 +78,7 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn volume_delete(&self, id: &str) -> Result<()> {
         let path = format!("/volumes/{}", check_id(id)?);
         self.operation_empty(Method::DELETE, &path, None).await
@@ -97,7 +97,7 @@ impl Client {
     /// println!("now {} GiB", v.size);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self, req), fields(expand_size = req.expand_size), err)]
+    #[tracing::instrument(level = "debug", skip(self, req), fields(expand_size = req.expand_size), err(level = "debug"))]
     pub async fn volume_expand(
         &self,
         id: &str,
@@ -124,7 +124,7 @@ impl Client {
     /// println!("clone {} is {}", c.name, c.id);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self, req), fields(clone_name = %req.name), err)]
+    #[tracing::instrument(level = "debug", skip(self, req), fields(clone_name = %req.name), err(level = "debug"))]
     pub async fn volume_clone(
         &self,
         id: &str,

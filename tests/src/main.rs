@@ -1,0 +1,102 @@
+//! `gluster-csi-testbed`: bring the gluster-csi testbed up, look at it, tear it down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use gluster_csi_testbed::{Testbed, TestbedOptions, status};
+
+#[derive(Debug, Parser)]
+#[command(name = "gluster-csi-testbed", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the testbed: Gluster hosts in network namespaces, heketi-server, the controller and
+    /// the node plugin; writes STATE/testbed.env.
+    Up {
+        /// Directory for everything of this testbed; names and addresses derive from it.
+        #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
+        state_dir: PathBuf,
+        /// Number of Gluster hosts.
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Do not start heketi-server (implies --no-controller).
+        #[arg(long)]
+        no_heketi: bool,
+        /// Do not start the controller.
+        #[arg(long)]
+        no_controller: bool,
+        /// Do not start the node plugin.
+        #[arg(long)]
+        no_node: bool,
+    },
+    /// Remove every mount, process, namespace, link and file of the testbed (safe to repeat).
+    Down {
+        /// The testbed's state directory.
+        #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
+        state_dir: PathBuf,
+    },
+    /// Show what of the testbed exists and runs.
+    Status {
+        /// The testbed's state directory.
+        #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
+        state_dir: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            state_dir,
+            hosts,
+            no_heketi,
+            no_controller,
+            no_node,
+        } => {
+            let opts = TestbedOptions {
+                state_dir,
+                hosts,
+                heketi: !no_heketi,
+                controller: !no_heketi && !no_controller,
+                node: !no_node,
+            };
+            let started = Instant::now();
+            let tb = Testbed::up(opts).await?;
+            let dir = tb.state_dir().to_path_buf();
+            println!(
+                "# testbed up in {:.1}s; source {}/testbed.env",
+                started.elapsed().as_secs_f64(),
+                dir.display()
+            );
+            print!("{}", tb.env().redacted());
+            tb.detach();
+            Ok(())
+        }
+        Command::Down { state_dir } => {
+            Testbed::down(&state_dir).await?;
+            println!("testbed {} is down", state_dir.display());
+            Ok(())
+        }
+        Command::Status { state_dir } => {
+            print!("{}", status::status(&state_dir).await?);
+            Ok(())
+        }
+    }
+}
