@@ -1,0 +1,34 @@
+//! `heketi-server` binary: parse and validate the configuration, then serve.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use csi_proto::serve::{init_logging, shutdown_signal};
+use heketi_server::config::{Args, Config};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("heketi-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("heketi-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(heketi_server::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "heketi-server failed");
+            eprintln!("heketi-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

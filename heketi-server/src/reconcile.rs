@@ -1,0 +1,255 @@
+//! Start-up reconciliation: finishing or rolling back what was in flight when the server
+//! stopped (including `kill -9` at any moment).
+//!
+//! Every operation is recorded in the state file before its first Gluster step, so the
+//! state always knows of every volume this server may have made. On start:
+//! - a volume still `Creating` (or a clone) is rolled back: its Gluster volume, if Gluster has
+//!   one with this record's bricks, is stopped and deleted and its brick directories removed;
+//! - a volume `Deleting` is deleted for good;
+//! - a volume `Expanding` gets its new quota limit and size;
+//! - a node or device still being added is forgotten, one being removed is kept.
+//!
+//! Afterwards the volumes the API lists are exactly the recorded volumes Gluster has.
+
+use std::time::Duration;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::model::{Lifecycle, State, Volume, VolumeStatus};
+use crate::store::StoreError;
+
+/// Time given to glusterd to finish a transaction whose CLI was killed with us.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// What to do with an unfinished volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Delete from Gluster (if there) and forget.
+    RollBack,
+    /// Finish deleting.
+    FinishDelete,
+    /// Apply the new size.
+    FinishExpand,
+}
+
+/// The unfinished volumes of `state` and what to do with each.
+pub fn plan(state: &State) -> Vec<(Volume, Action)> {
+    state
+        .volumes
+        .values()
+        .filter_map(|v| {
+            let action = match v.status {
+                VolumeStatus::Online => return None,
+                VolumeStatus::Creating { .. } => Action::RollBack,
+                VolumeStatus::Deleting { .. } => Action::FinishDelete,
+                VolumeStatus::Expanding { .. } => Action::FinishExpand,
+            };
+            Some((v.clone(), action))
+        })
+        .collect()
+}
+
+/// Drops nodes and devices that were still being added; keeps those being removed.
+pub fn settle_topology(state: &mut State) {
+    state.nodes.retain(|_, n| n.lifecycle != Lifecycle::Adding);
+    state
+        .devices
+        .retain(|_, d| d.lifecycle != Lifecycle::Adding);
+    for n in state.nodes.values_mut() {
+        n.lifecycle = Lifecycle::Ready;
+    }
+    for d in state.devices.values_mut() {
+        d.lifecycle = Lifecycle::Ready;
+    }
+}
+
+/// Finishes or rolls back everything left in flight. Fails (leaving the rest for a later
+/// attempt) when Gluster cannot be reached.
+pub async fn reconcile(app: &App) -> Result<usize, Error> {
+    app.store
+        .update(|s| {
+            settle_topology(s);
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    let todo = app.store.read(plan).await;
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let mut names = app.gluster.volume_list().await?;
+    let creating_missing = todo
+        .iter()
+        .any(|(v, a)| *a == Action::RollBack && !names.contains(&v.name));
+    if creating_missing {
+        // A `volume create` whose CLI died with us may still be completing in glusterd.
+        tokio::time::sleep(SETTLE).await;
+        names = app.gluster.volume_list().await?;
+    }
+    tracing::info!(
+        count = todo.len(),
+        gluster_volumes = names.len(),
+        "reconciling unfinished operations"
+    );
+    let mut first_error = None;
+    for (vol, action) in &todo {
+        let result = match action {
+            Action::RollBack | Action::FinishDelete => {
+                let foreign_ok = *action == Action::RollBack;
+                match app.destroy(vol, foreign_ok).await {
+                    Ok(()) => app
+                        .store
+                        .update(|s| {
+                            s.volumes.remove(&vol.id);
+                            Ok::<_, StoreError>(())
+                        })
+                        .await
+                        .map_err(Error::from),
+                    Err(e) => Err(e),
+                }
+            }
+            Action::FinishExpand => finish_expand(app, vol, names.contains(&vol.name)).await,
+        };
+        match result {
+            Ok(()) => tracing::info!(volume = %vol.id, name = %vol.name, ?action, "reconciled"),
+            Err(e) => {
+                tracing::error!(volume = %vol.id, name = %vol.name, ?action, error = %e, "cannot reconcile");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(todo.len()),
+    }
+}
+
+async fn finish_expand(app: &App, vol: &Volume, in_gluster: bool) -> Result<(), Error> {
+    if in_gluster {
+        app.expand_steps(&vol.id).await?;
+    } else {
+        tracing::warn!(volume = %vol.id, name = %vol.name, "volume being expanded is not in Gluster");
+    }
+    app.store
+        .update(|s| {
+            if let Some(v) = s.volumes.get_mut(&vol.id)
+                && let VolumeStatus::Expanding { to_gib, .. } = v.status
+            {
+                v.size_gib = to_gib;
+                v.status = VolumeStatus::Online;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, Node};
+    use heketi_client::types::{EntryState, VolumeDurabilityInfo};
+
+    fn vol(id: &str, status: VolumeStatus) -> Volume {
+        Volume {
+            id: id.into(),
+            name: format!("vol_{id}"),
+            cluster: "c".into(),
+            size_gib: 1,
+            durability: VolumeDurabilityInfo::replicate(3),
+            gid: 0,
+            options: vec![],
+            snapshot: Default::default(),
+            bricks: vec![],
+            status,
+        }
+    }
+
+    #[test]
+    fn unfinished_volumes_are_planned() {
+        let mut s = State::new();
+        for v in [
+            vol("a", VolumeStatus::Online),
+            vol(
+                "b",
+                VolumeStatus::Creating {
+                    clone_of: None,
+                    step: "gluster volume created".into(),
+                },
+            ),
+            vol(
+                "c",
+                VolumeStatus::Creating {
+                    clone_of: Some("a".into()),
+                    step: "started".into(),
+                },
+            ),
+            vol(
+                "d",
+                VolumeStatus::Deleting {
+                    step: "stopped".into(),
+                },
+            ),
+            vol(
+                "e",
+                VolumeStatus::Expanding {
+                    from_gib: 1,
+                    to_gib: 2,
+                    step: "allocated".into(),
+                },
+            ),
+        ] {
+            s.volumes.insert(v.id.clone(), v);
+        }
+        let p: Vec<(String, Action)> = plan(&s).into_iter().map(|(v, a)| (v.id, a)).collect();
+        assert_eq!(
+            p,
+            [
+                ("b".to_owned(), Action::RollBack),
+                ("c".to_owned(), Action::RollBack),
+                ("d".to_owned(), Action::FinishDelete),
+                ("e".to_owned(), Action::FinishExpand),
+            ]
+        );
+        // Only complete volumes (and those growing) are visible to the API.
+        let visible: Vec<&str> = s
+            .volumes
+            .values()
+            .filter(|v| v.visible())
+            .map(|v| v.id.as_str())
+            .collect();
+        assert_eq!(visible, ["a", "e"]);
+    }
+
+    #[test]
+    fn half_added_topology_is_dropped() {
+        let mut s = State::new();
+        let node = |id: &str, l| Node {
+            id: id.into(),
+            cluster: "c".into(),
+            zone: 1,
+            manage: vec![],
+            storage: vec![],
+            tags: Default::default(),
+            state: EntryState::Online,
+            lifecycle: l,
+        };
+        s.nodes.insert("n1".into(), node("n1", Lifecycle::Adding));
+        s.nodes.insert("n2".into(), node("n2", Lifecycle::Removing));
+        s.devices.insert(
+            "d1".into(),
+            Device {
+                id: "d1".into(),
+                node: "n2".into(),
+                name: "/x".into(),
+                tags: Default::default(),
+                state: EntryState::Online,
+                total_kib: 0,
+                lifecycle: Lifecycle::Adding,
+            },
+        );
+        settle_topology(&mut s);
+        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["n2"]);
+        assert_eq!(s.nodes["n2"].lifecycle, Lifecycle::Ready);
+        assert!(s.devices.is_empty());
+    }
+}

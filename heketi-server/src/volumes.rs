@@ -1,0 +1,646 @@
+//! Volume operations: create, delete, expand, clone — each validated and allocated before the
+//! reply, recorded in the state file before its first Gluster step, and carried out in the
+//! background.
+//!
+//! A volume's size is a Gluster quota limit on its root with `features.quota-deem-statfs` on,
+//! so `df` in a mount shows it. Expanding raises the limit (directory bricks have no size of
+//! their own). A clone is a new volume with the same size, durability, group and options onto
+//! which the source's data is copied through FUSE mounts on this machine (`cp -a`, keeping
+//! ownership, modes, times and links): Gluster snapshots need thin-provisioned LVM bricks,
+//! which directory bricks are not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use heketi_client::types::{VolumeInfoResponse, VolumeListResponse};
+
+use crate::allocate::{self, AllocError};
+use crate::app::{Accepted, App};
+use crate::error::{ApiError, Error};
+use crate::fuse;
+use crate::gluster::VolumeRunState;
+use crate::ids::new_id;
+use crate::model::{Brick, GIB_IN_KIB, State, Volume, VolumeStatus, brick_layout, volume_info};
+use crate::queue::OpResult;
+use crate::store::StoreError;
+use crate::validate::{CloneBody, ExpandBody, VolumeCreateBody, parse_volume_option};
+
+/// Heketi refuses to delete the volume holding its own database.
+pub const HEKETI_DB_VOLUME: &str = "heketidbstorage";
+
+/// Heketi's limit of volumes per cluster.
+pub const MAX_VOLUMES_PER_CLUSTER: usize = 1000;
+
+/// Longest a clone's copy may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Where the bricks of a new volume go, and the volume record.
+fn allocate_volume(s: &State, candidates: &[String], vol: &mut Volume) -> Result<(), String> {
+    let (count, brick_kib) = brick_layout(&vol.durability, vol.size_gib);
+    let mut errors: BTreeMap<String, AllocError> = BTreeMap::new();
+    for cluster in candidates {
+        match allocate::place(s, cluster, count, brick_kib) {
+            Ok(spots) => {
+                vol.cluster = cluster.clone();
+                vol.bricks = spots
+                    .into_iter()
+                    .map(|spot| {
+                        let id = new_id();
+                        let host = s
+                            .nodes
+                            .get(&spot.node)
+                            .map(|n| n.brick_host().to_owned())
+                            .unwrap_or_default();
+                        let dev = s
+                            .devices
+                            .get(&spot.device)
+                            .map(|d| d.name.clone())
+                            .unwrap_or_default();
+                        Brick {
+                            path: format!("{dev}/brick_{id}/brick"),
+                            id,
+                            device: spot.device,
+                            node: spot.node,
+                            host,
+                            size_kib: brick_kib,
+                        }
+                    })
+                    .collect();
+                return Ok(());
+            }
+            Err(e) => {
+                errors.insert(cluster.clone(), e);
+            }
+        }
+    }
+    Err(cluster_errors(
+        "Unable to create volume on any cluster:",
+        &errors,
+    ))
+}
+
+/// Heketi's way of reporting per-cluster failures: one error alone, else a list.
+fn cluster_errors<E: std::fmt::Display>(prefix: &str, errors: &BTreeMap<String, E>) -> String {
+    match errors.len() {
+        0 => AllocError::NoSpace.to_string(),
+        1 => errors
+            .values()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        _ => {
+            let mut lines = vec![prefix.to_owned()];
+            lines.extend(errors.iter().map(|(c, e)| format!("Cluster {c}: {e}")));
+            lines.join("\n")
+        }
+    }
+}
+
+fn failed_alloc(msg: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("Failed to allocate new volume: {msg}"))
+}
+
+impl App {
+    /// `GET /volumes`: complete volumes only.
+    pub async fn volume_list(&self) -> VolumeListResponse {
+        VolumeListResponse {
+            volumes: self
+                .store
+                .read(|s| {
+                    s.volumes
+                        .values()
+                        .filter(|v| v.visible())
+                        .map(|v| v.id.clone())
+                        .collect()
+                })
+                .await,
+        }
+    }
+
+    /// `GET /volumes/{id}`; a volume being created or deleted is not found.
+    pub async fn volume_info(&self, id: &str) -> Result<VolumeInfoResponse, ApiError> {
+        self.store
+            .read(|s| s.volumes.get(id).filter(|v| v.visible()).map(volume_info))
+            .await
+            .ok_or_else(ApiError::id_not_found)
+    }
+
+    /// `POST /volumes`.
+    pub async fn volume_create(
+        self: &Arc<Self>,
+        body: VolumeCreateBody,
+    ) -> Result<Accepted, ApiError> {
+        let spec = body.validate()?;
+        self.store
+            .read(|s| {
+                if s.clusters.is_empty() {
+                    return Err(ApiError::bad_request("No clusters configured"));
+                }
+                for c in &spec.clusters {
+                    if !s.clusters.contains_key(c) {
+                        return Err(ApiError::bad_request(format!("Cluster id {c} not found")));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let slot = self.slot()?;
+
+        let id = new_id();
+        let mut vol = Volume {
+            name: spec.name.clone().unwrap_or_else(|| format!("vol_{id}")),
+            id,
+            cluster: String::new(),
+            size_gib: spec.size_gib,
+            durability: spec.durability,
+            gid: spec.gid,
+            options: spec.options.clone(),
+            snapshot: spec.snapshot,
+            bricks: Vec::new(),
+            status: VolumeStatus::Creating {
+                clone_of: None,
+                step: "allocated".into(),
+            },
+        };
+        self.store
+            .update(|s| {
+                let wanted: Vec<String> = if spec.clusters.is_empty() {
+                    s.clusters.keys().cloned().collect()
+                } else {
+                    spec.clusters.clone()
+                };
+                let mut errors: BTreeMap<String, String> = BTreeMap::new();
+                let mut candidates = Vec::new();
+                for c in wanted {
+                    let Some(cluster) = s.clusters.get(&c) else {
+                        continue;
+                    };
+                    if !cluster.file {
+                        errors.insert(c, "Cluster does not support requested volume type".into());
+                    } else if s.name_in_use(&vol.name) {
+                        errors.insert(c, format!("Volume name '{}' already in use", vol.name));
+                    } else if s.cluster_volume_count(&c) >= MAX_VOLUMES_PER_CLUSTER {
+                        errors.insert(
+                            c.clone(),
+                            format!(
+                                "Cluster has {} volumes and limit is {MAX_VOLUMES_PER_CLUSTER}",
+                                s.cluster_volume_count(&c)
+                            ),
+                        );
+                    } else {
+                        candidates.push(c);
+                    }
+                }
+                if candidates.is_empty() {
+                    let msg = if errors.is_empty() {
+                        AllocError::NoSpace.to_string()
+                    } else {
+                        cluster_errors("No eligible cluster for volume", &errors)
+                    };
+                    return Err(failed_alloc(msg));
+                }
+                allocate_volume(s, &candidates, &mut vol).map_err(failed_alloc)?;
+                s.volumes.insert(vol.id.clone(), vol.clone());
+                Ok(())
+            })
+            .await?;
+        tracing::info!(volume = %vol.id, name = %vol.name, size_gib = vol.size_gib, "creating volume");
+        let app = Arc::clone(self);
+        Ok(self.spawn(Some(slot), async move { app.run_create(vol.id).await }))
+    }
+
+    /// `POST /volumes/{id}/clone`.
+    pub async fn volume_clone(
+        self: &Arc<Self>,
+        src_id: &str,
+        body: CloneBody,
+    ) -> Result<Accepted, ApiError> {
+        let name = body.validate()?;
+        let src = self
+            .store
+            .read(|s| s.volumes.get(src_id).filter(|v| v.visible()).cloned())
+            .await
+            .ok_or_else(ApiError::id_not_found)?;
+        let slot = self.slot()?;
+        let id = new_id();
+        let mut vol = Volume {
+            name: name.unwrap_or_else(|| format!("vol_{id}")),
+            id,
+            cluster: src.cluster.clone(),
+            size_gib: src.size_gib,
+            durability: src.durability,
+            gid: src.gid,
+            options: src.options.clone(),
+            snapshot: src.snapshot,
+            bricks: Vec::new(),
+            status: VolumeStatus::Creating {
+                clone_of: Some(src.id.clone()),
+                step: "allocated".into(),
+            },
+        };
+        let fail = |m: String| ApiError::internal(format!("Failed clone volume {src_id}: {m}"));
+        self.store
+            .update(|s| {
+                if s.name_in_use(&vol.name) {
+                    return Err(fail(format!("Volume name '{}' already in use", vol.name)));
+                }
+                allocate_volume(s, std::slice::from_ref(&src.cluster), &mut vol).map_err(fail)?;
+                s.volumes.insert(vol.id.clone(), vol.clone());
+                Ok(())
+            })
+            .await?;
+        tracing::info!(volume = %vol.id, source = %src.id, "cloning volume");
+        let app = Arc::clone(self);
+        Ok(self.spawn(Some(slot), async move { app.run_create(vol.id).await }))
+    }
+
+    /// `POST /volumes/{id}/expand`.
+    pub async fn volume_expand(
+        self: &Arc<Self>,
+        id: &str,
+        body: ExpandBody,
+    ) -> Result<Accepted, ApiError> {
+        let add_gib = body.validate()?;
+        let vol = self
+            .store
+            .read(|s| s.volumes.get(id).filter(|v| v.visible()).cloned())
+            .await
+            .ok_or_else(ApiError::id_not_found)?;
+        if vol.status != VolumeStatus::Online {
+            return Err(busy(id));
+        }
+        let slot = self.slot()?;
+        let to_gib = vol.size_gib.saturating_add(add_gib);
+        let (_, new_brick_kib) = brick_layout(&vol.durability, to_gib);
+        self.store
+            .update(|s| {
+                let v = s
+                    .volumes
+                    .get(id)
+                    .filter(|v| v.status == VolumeStatus::Online)
+                    .cloned()
+                    .ok_or_else(|| busy(id))?;
+                let extra = v
+                    .bricks
+                    .iter()
+                    .map(|b| new_brick_kib.saturating_sub(b.size_kib))
+                    .max()
+                    .unwrap_or(0);
+                allocate::can_grow(s, &v, extra).map_err(|e| {
+                    ApiError::internal(format!("Failed to allocate volume expansion: {e}"))
+                })?;
+                if let Some(v) = s.volumes.get_mut(id) {
+                    for b in &mut v.bricks {
+                        b.size_kib = b.size_kib.max(new_brick_kib);
+                    }
+                    v.status = VolumeStatus::Expanding {
+                        from_gib: v.size_gib,
+                        to_gib,
+                        step: "allocated".into(),
+                    };
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+        tracing::info!(volume = %id, to_gib, "expanding volume");
+        let app = Arc::clone(self);
+        let id = id.to_owned();
+        Ok(self.spawn(Some(slot), async move { app.run_expand(id).await }))
+    }
+
+    /// `DELETE /volumes/{id}`.
+    pub async fn volume_delete(self: &Arc<Self>, id: &str) -> Result<Accepted, ApiError> {
+        let vol = self
+            .store
+            .read(|s| s.volumes.get(id).filter(|v| v.visible()).cloned())
+            .await
+            .ok_or_else(ApiError::id_not_found)?;
+        if vol.name == HEKETI_DB_VOLUME {
+            return Err(ApiError::conflict(
+                "Cannot delete volume containing the Heketi database",
+            ));
+        }
+        if vol.status != VolumeStatus::Online {
+            return Err(busy(id));
+        }
+        let slot = self.slot()?;
+        self.store
+            .update(|s| {
+                let being_cloned = s.volumes.values().any(|v| {
+                    matches!(&v.status, VolumeStatus::Creating { clone_of: Some(src), .. } if src == id)
+                });
+                match s.volumes.get_mut(id) {
+                    Some(v) if v.status == VolumeStatus::Online && !being_cloned => {
+                        v.status = VolumeStatus::Deleting {
+                            step: "marked".into(),
+                        };
+                        Ok(())
+                    }
+                    Some(_) => Err(busy(id)),
+                    None => Err(ApiError::id_not_found()),
+                }
+            })
+            .await?;
+        tracing::info!(volume = %id, name = %vol.name, "deleting volume");
+        let app = Arc::clone(self);
+        let id = id.to_owned();
+        Ok(self.spawn(Some(slot), async move { app.run_delete(id).await }))
+    }
+
+    // ------------------------------------------------------------------ background parts
+
+    async fn snapshot(&self, id: &str) -> Result<Volume, Error> {
+        self.store
+            .read(|s| s.volumes.get(id).cloned())
+            .await
+            .ok_or_else(|| Error::Gone(format!("volume {id} disappeared from the state")))
+    }
+
+    /// Records that `step` of the operation on volume `id` is done.
+    async fn step(&self, id: &str, done: &str) -> Result<(), Error> {
+        self.store
+            .update(|s| {
+                if let Some(v) = s.volumes.get_mut(id) {
+                    match &mut v.status {
+                        VolumeStatus::Creating { step, .. }
+                        | VolumeStatus::Expanding { step, .. }
+                        | VolumeStatus::Deleting { step } => *step = done.to_owned(),
+                        VolumeStatus::Online => {}
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_create(self: Arc<Self>, id: String) -> OpResult {
+        match self.create_steps(&id).await {
+            Ok(()) => {
+                self.store
+                    .update(|s| {
+                        if let Some(v) = s.volumes.get_mut(&id) {
+                            v.status = VolumeStatus::Online;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await?;
+                tracing::info!(volume = %id, "volume created");
+                Ok(Some(format!("/volumes/{id}")))
+            }
+            Err(e) => {
+                tracing::warn!(volume = %id, error = %e, "create failed; rolling back");
+                match self.snapshot(&id).await {
+                    Ok(vol) => match self.destroy(&vol, true).await {
+                        Ok(()) => {
+                            let _ = self
+                                .store
+                                .update(|s| {
+                                    s.volumes.remove(&id);
+                                    Ok::<_, StoreError>(())
+                                })
+                                .await;
+                        }
+                        Err(re) => {
+                            // The record stays (invisible); the next start retries the rollback.
+                            tracing::error!(volume = %id, error = %re, "rollback failed");
+                        }
+                    },
+                    Err(re) => tracing::error!(volume = %id, error = %re, "rollback impossible"),
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn create_steps(&self, id: &str) -> Result<(), Error> {
+        let vol = self.snapshot(id).await?;
+        let gid = u32::try_from(vol.gid).ok().filter(|g| *g != 0);
+        for b in &vol.bricks {
+            let host = Arc::clone(&self.bricks);
+            let brick = b.clone();
+            tokio::task::spawn_blocking(move || host.create_brick(&brick, gid))
+                .await
+                .map_err(|e| Error::Gone(e.to_string()))?
+                .map_err(|source| Error::Io {
+                    what: "cannot make brick directory",
+                    path: b.spec(),
+                    source,
+                })?;
+        }
+        self.step(id, "bricks made").await?;
+
+        let specs: Vec<String> = vol.bricks.iter().map(Brick::spec).collect();
+        self.gluster
+            .volume_create(&vol.name, &vol.durability, &specs)
+            .await?;
+        self.step(id, "gluster volume created").await?;
+        self.gluster.volume_start(&vol.name).await?;
+        self.step(id, "started").await?;
+
+        if let VolumeStatus::Creating {
+            clone_of: Some(src),
+            ..
+        } = &vol.status
+        {
+            let source = self.snapshot(src).await?;
+            self.copy_data(&source, &vol).await?;
+            self.step(id, "data copied").await?;
+        }
+
+        self.gluster.quota_enable(&vol.name).await?;
+        self.gluster.quota_limit(&vol.name, vol.size_gib).await?;
+        self.gluster
+            .volume_set(&vol.name, "features.quota-deem-statfs", "on")
+            .await?;
+        self.step(id, "quota set").await?;
+
+        for item in &vol.options {
+            let opt = parse_volume_option(item).map_err(|e| Error::Unsupported(e.message))?;
+            self.gluster
+                .volume_set(&vol.name, &opt.key, &opt.value)
+                .await?;
+        }
+        self.step(id, "options set").await?;
+        Ok(())
+    }
+
+    /// Copies the data of `src` into `dst` through two temporary FUSE mounts.
+    async fn copy_data(&self, src: &Volume, dst: &Volume) -> Result<(), Error> {
+        let base = self.state_dir.join("mnt");
+        let src_dir = base.join(format!("{}-src", dst.id));
+        let dst_dir = base.join(format!("{}-dst", dst.id));
+        let log = |d: &std::path::Path| d.with_extension("log");
+        let src_hosts = crate::model::mount_info(src).glusterfs.hosts;
+        let dst_hosts = crate::model::mount_info(dst).glusterfs.hosts;
+        fuse::mount(&src_hosts, &src.name, &src_dir, &log(&src_dir)).await?;
+        let result = async {
+            fuse::mount(&dst_hosts, &dst.name, &dst_dir, &log(&dst_dir)).await?;
+            let copied = fuse::copy_tree(&src_dir, &dst_dir, COPY_TIMEOUT).await;
+            let unmounted = fuse::unmount(&dst_dir).await;
+            copied?;
+            unmounted
+        }
+        .await;
+        let unmounted = fuse::unmount(&src_dir).await;
+        result?;
+        unmounted?;
+        let _ = std::fs::remove_file(log(&src_dir));
+        let _ = std::fs::remove_file(log(&dst_dir));
+        Ok(())
+    }
+
+    /// Stops and deletes the Gluster volume of `vol` (if Gluster has it) and removes its brick
+    /// directories. A Gluster volume of that name whose bricks are not this record's is not
+    /// touched: with `foreign_ok` that is fine (a failed create must not delete someone else's
+    /// volume), otherwise it is an error.
+    pub(crate) async fn destroy(&self, vol: &Volume, foreign_ok: bool) -> Result<(), Error> {
+        if let Some(facts) = self.gluster.volume_facts(&vol.name).await? {
+            let ours = facts.bricks.len() == vol.bricks.len()
+                && vol.bricks.iter().all(|b| {
+                    let tail = format!("/brick_{}/brick", b.id);
+                    facts.bricks.iter().any(|f| f.ends_with(&tail))
+                });
+            if ours {
+                if facts.state == VolumeRunState::Started {
+                    self.gluster.volume_stop(&vol.name).await?;
+                    self.step(&vol.id, "stopped").await?;
+                }
+                self.gluster.volume_delete(&vol.name).await?;
+                self.step(&vol.id, "gluster volume deleted").await?;
+            } else if !foreign_ok {
+                return Err(Error::Gone(format!(
+                    "Gluster volume {} does not have the bricks recorded for it; not deleting it",
+                    vol.name
+                )));
+            }
+        }
+        for b in &vol.bricks {
+            let host = Arc::clone(&self.bricks);
+            let brick = b.clone();
+            tokio::task::spawn_blocking(move || host.remove_brick(&brick))
+                .await
+                .map_err(|e| Error::Gone(e.to_string()))?
+                .map_err(|source| Error::Io {
+                    what: "cannot remove brick directory",
+                    path: b.spec(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn run_delete(self: Arc<Self>, id: String) -> OpResult {
+        let vol = self.snapshot(&id).await.map_err(|e| e.to_string())?;
+        match self.destroy(&vol, false).await {
+            Ok(()) => {
+                self.store
+                    .update(|s| {
+                        s.volumes.remove(&id);
+                        Ok::<_, StoreError>(())
+                    })
+                    .await?;
+                tracing::info!(volume = %id, "volume deleted");
+                Ok(None)
+            }
+            Err(e) => {
+                // While Gluster still has the volume, it is given back to the user (a new
+                // delete retries); once Gluster's volume is gone the record stays hidden and
+                // the next start finishes the cleanup.
+                let gluster_has_it = matches!(
+                    self.gluster.volume_list().await,
+                    Ok(names) if names.contains(&vol.name)
+                );
+                if gluster_has_it {
+                    let _ = self
+                        .store
+                        .update(|s| {
+                            if let Some(v) = s.volumes.get_mut(&id) {
+                                v.status = VolumeStatus::Online;
+                            }
+                            Ok::<_, StoreError>(())
+                        })
+                        .await;
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn run_expand(self: Arc<Self>, id: String) -> OpResult {
+        let result = self.expand_steps(&id).await;
+        match result {
+            Ok(()) => {
+                self.store
+                    .update(|s| {
+                        if let Some(v) = s.volumes.get_mut(&id)
+                            && let VolumeStatus::Expanding { to_gib, .. } = v.status
+                        {
+                            v.size_gib = to_gib;
+                            v.status = VolumeStatus::Online;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await?;
+                Ok(Some(format!("/volumes/{id}")))
+            }
+            Err(e) => {
+                let _ = self
+                    .store
+                    .update(|s| {
+                        if let Some(v) = s.volumes.get_mut(&id)
+                            && let VolumeStatus::Expanding { from_gib, .. } = v.status
+                        {
+                            let (_, kib) = brick_layout(&v.durability, from_gib);
+                            for b in &mut v.bricks {
+                                b.size_kib = kib;
+                            }
+                            v.status = VolumeStatus::Online;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    pub(crate) async fn expand_steps(&self, id: &str) -> Result<(), Error> {
+        let vol = self.snapshot(id).await?;
+        let VolumeStatus::Expanding { to_gib, .. } = vol.status else {
+            return Ok(());
+        };
+        self.gluster.quota_limit(&vol.name, to_gib).await?;
+        self.step(id, "quota raised").await?;
+        Ok(())
+    }
+}
+
+fn busy(id: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Volume {id} is busy with another operation; retry later"
+    ))
+}
+
+/// KiB of a volume of `gib` GiB.
+pub fn gib_to_kib(gib: u64) -> u64 {
+    gib.saturating_mul(GIB_IN_KIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_cluster_error_is_reported_alone() {
+        let mut m = BTreeMap::new();
+        m.insert("c1".to_owned(), AllocError::NoSpace);
+        assert_eq!(cluster_errors("p", &m), "No space");
+        m.insert("c2".to_owned(), AllocError::EmptyCluster);
+        assert_eq!(
+            cluster_errors("p", &m),
+            "p\nCluster c1: No space\nCluster c2: No nodes in cluster"
+        );
+    }
+}
