@@ -96,9 +96,9 @@ pub fn start(
         layout.admin_key_file.display().to_string(),
         "--user-key-file".into(),
         layout.user_key_file.display().to_string(),
-        "--gluster-cmd".into(),
     ];
-    argv.extend(gluster_cmd.iter().cloned());
+    // One flag per element, so that no element is ever split on whitespace.
+    argv.extend(gluster_cmd.iter().map(|a| format!("--gluster-cmd={a}")));
     daemon::spawn(ROLE, &argv, &layout.log, journal, false)
 }
 

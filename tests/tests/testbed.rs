@@ -1,0 +1,237 @@
+//! The testbed itself: a real trusted pool in network namespaces, a hand-made replica-3 volume
+//! mounted from the root namespace, two testbeds side by side, and a `down` that leaves nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, ensure};
+use gluster_csi_testbed::layout::Names;
+use gluster_csi_testbed::{Testbed, TestbedOptions, harness, mounts, net, procs};
+
+fn main() {
+    let opts = TestbedOptions::gluster_only(harness::state_dir_for("testbed"), 3);
+    harness::run(opts, |tb| {
+        vec![
+            harness::trial(
+                "pool_has_every_host_connected",
+                &tb,
+                pool_has_every_host_connected,
+            ),
+            harness::trial(
+                "replica_3_volume_mounts_and_keeps_a_file_on_every_brick",
+                &tb,
+                replica_3_volume_mounts_and_keeps_a_file_on_every_brick,
+            ),
+            harness::trial(
+                "second_testbed_does_not_collide_and_down_twice_leaves_nothing",
+                &tb,
+                second_testbed_does_not_collide_and_down_twice_leaves_nothing,
+            ),
+            harness::trial(
+                "down_of_a_state_dir_that_never_held_a_testbed_is_fine",
+                &tb,
+                down_of_a_state_dir_that_never_held_a_testbed_is_fine,
+            ),
+        ]
+    })
+}
+
+/// Lines of `gluster pool list` that show a connected member.
+fn connected_members(pool_list: &str) -> usize {
+    pool_list
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().last() == Some("Connected"))
+        .count()
+}
+
+async fn pool_has_every_host_connected(tb: Arc<Testbed>) -> Result<()> {
+    let pool = tb.gluster(0, &["pool", "list"]).await?;
+    ensure!(
+        connected_members(&pool) == 3,
+        "pool list from h1 should show 3 connected members:\n{pool}"
+    );
+    for h in tb.hosts() {
+        let out = tb.gluster(h.index, &["pool", "list"]).await?;
+        ensure!(
+            !out.contains("Disconnected") && connected_members(&out) == 3,
+            "{}: {out}",
+            h.name
+        );
+        // Every other host is listed by address.
+        for other in tb.hosts().iter().filter(|o| o.index != h.index) {
+            ensure!(
+                out.contains(&other.address.to_string()),
+                "{} does not list {}:\n{out}",
+                h.name,
+                other.address
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn replica_3_volume_mounts_and_keeps_a_file_on_every_brick(tb: Arc<Testbed>) -> Result<()> {
+    let bricks: Vec<String> = tb
+        .hosts()
+        .iter()
+        .map(|h| format!("{}:{}", h.address, h.brick_root.join("r3").display()))
+        .collect();
+    let mut args = vec!["volume", "create", "r3", "replica", "3"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    tb.gluster(0, &args).await?;
+    tb.gluster(0, &["volume", "start", "r3"]).await?;
+
+    let info = tb.gluster(1, &["volume", "info", "r3"]).await?;
+    for b in &bricks {
+        ensure!(
+            info.contains(b.as_str()),
+            "volume info lacks brick {b}:\n{info}"
+        );
+    }
+    ensure!(info.contains("Number of Bricks: 1 x 3 = 3"), "{info}");
+
+    let mnt = tb.scratch_dir("r3")?;
+    tb.mount_volume("r3", &mnt).await?;
+    ensure!(
+        mounts::current()
+            .iter()
+            .any(|m| m.path == mnt && m.fstype == "fuse.glusterfs"),
+        "{} is not a glusterfs mount",
+        mnt.display()
+    );
+    let content = format!(
+        "written through {} by pid {}\n",
+        mnt.display(),
+        std::process::id()
+    );
+    tokio::fs::write(mnt.join("hello.txt"), &content).await?;
+    let back = tokio::fs::read_to_string(mnt.join("hello.txt")).await?;
+    ensure!(back == content, "read back {back:?}, wrote {content:?}");
+    tb.unmount(&mnt).await?;
+    ensure!(!mounts::is_mounted(&mnt), "still mounted");
+
+    for h in tb.hosts() {
+        let on_brick = h.brick_root.join("r3").join("hello.txt");
+        let text = std::fs::read_to_string(&on_brick)
+            .with_context(|| format!("brick of {} lacks the file", h.name))?;
+        ensure!(text == content, "{}: {text:?}", on_brick.display());
+    }
+    Ok(())
+}
+
+async fn second_testbed_does_not_collide_and_down_twice_leaves_nothing(
+    tb: Arc<Testbed>,
+) -> Result<()> {
+    let dir = harness::state_dir_for("testbed-second");
+    let second = Testbed::up(TestbedOptions::gluster_only(&dir, 2)).await?;
+
+    let first_names: Vec<&str> = tb.hosts().iter().map(|h| h.netns.as_str()).collect();
+    let first_subnet = tb.bridge_address().octets()[..3].to_vec();
+    for h in second.hosts() {
+        ensure!(
+            !first_names.contains(&h.netns.as_str()),
+            "netns {} reused",
+            h.netns
+        );
+        ensure!(
+            h.address.octets()[..3] != first_subnet[..],
+            "second testbed shares the subnet of the first: {}",
+            h.address
+        );
+        ensure!(!h.brick_root.starts_with(tb.state_dir()));
+    }
+    let pool = second.gluster(0, &["pool", "list"]).await?;
+    ensure!(connected_members(&pool) == 2, "second pool:\n{pool}");
+    for h in tb.hosts() {
+        ensure!(
+            !pool.contains(&h.address.to_string()),
+            "second pool knows a host of the first:\n{pool}"
+        );
+    }
+
+    // What the second testbed made, to check afterwards.
+    let names = Names::new(&dir)?;
+    let namespaces: Vec<String> = second.hosts().iter().map(|h| h.netns.clone()).collect();
+    let mut pids = Vec::new();
+    for ns in &namespaces {
+        pids.extend(net::namespace_pids(ns).await);
+    }
+    ensure!(
+        !pids.is_empty(),
+        "no glusterd found in the second testbed's namespaces"
+    );
+    let mnt = second.scratch_dir("probe")?;
+    let volume_dir = second.brick_root(0).join("v");
+    let brick = format!("{}:{}", second.hosts()[0].address, volume_dir.display());
+    second
+        .gluster(0, &["volume", "create", "v", &brick, "force"])
+        .await?;
+    second.gluster(0, &["volume", "start", "v"]).await?;
+    second.mount_volume("v", &mnt).await?;
+    ensure!(mounts::is_mounted(&mnt));
+
+    Testbed::down(&dir).await.context("first down")?;
+    Testbed::down(&dir).await.context("second down")?;
+    second
+        .teardown()
+        .await
+        .context("teardown after two downs")?;
+
+    let left_ns: Vec<String> = net::namespaces()
+        .await?
+        .into_iter()
+        .filter(|n| n.starts_with(&names.netns_prefix()))
+        .collect();
+    ensure!(left_ns.is_empty(), "namespaces left: {left_ns:?}");
+    let left_links: Vec<String> = net::links()
+        .await?
+        .into_iter()
+        .filter(|l| names.owns_link(l))
+        .collect();
+    ensure!(left_links.is_empty(), "links left: {left_links:?}");
+    let alive: Vec<u32> = pids.iter().copied().filter(|p| procs::alive(*p)).collect();
+    ensure!(alive.is_empty(), "processes left: {alive:?}");
+    ensure!(
+        procs::gluster_processes_under(&names.state_dir).is_empty(),
+        "gluster processes still serve paths of the second testbed"
+    );
+    ensure!(mounts::under(&names.state_dir).is_empty(), "mounts left");
+    ensure!(
+        !names.state_dir.exists(),
+        "{} still exists",
+        names.state_dir.display()
+    );
+    for ns in &namespaces {
+        ensure!(
+            !Path::new("/etc/netns").join(ns).exists(),
+            "/etc/netns/{ns} left"
+        );
+    }
+
+    // The first testbed did not notice.
+    let pool = tb.gluster(0, &["pool", "list"]).await?;
+    ensure!(
+        connected_members(&pool) == 3,
+        "first pool after the second's down:\n{pool}"
+    );
+    Ok(())
+}
+
+async fn down_of_a_state_dir_that_never_held_a_testbed_is_fine(_tb: Arc<Testbed>) -> Result<()> {
+    let dir = harness::state_dir_for("testbed-never");
+    ensure!(!dir.exists());
+    Testbed::down(&dir).await?;
+    ensure!(!dir.exists());
+
+    // A directory that is not a testbed's is left alone.
+    let foreign = tempfile::tempdir()?;
+    std::fs::write(foreign.path().join("keep"), "data")?;
+    ensure!(Testbed::down(foreign.path()).await.is_err());
+    ensure!(
+        foreign.path().join("keep").exists(),
+        "a foreign directory was emptied"
+    );
+    Ok(())
+}
