@@ -2,10 +2,24 @@
 //! with the GlusterFS FUSE client, once per volume per node, and bind-mount them into pods.
 //!
 //! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
+//!
+//! Modules: [`node`] (the CSI Node service), [`context`] (the `volume_context` keys shared with
+//! the controller), [`options`] (mount options), [`mountinfo`] (the mount table), [`mounter`]
+//! (mount system calls under time limits), [`spawn`] (starting FUSE clients that outlive the
+//! plugin, and what the DaemonSet needs for it), [`paths`] (request path checks), [`records`]
+//! (which Gluster volume a CSI volume id was staged from), [`error`].
 
 pub mod config;
+pub mod context;
+pub mod error;
 pub mod identity;
+pub mod mounter;
+pub mod mountinfo;
 pub mod node;
+pub mod options;
+pub mod paths;
+pub mod records;
+pub mod spawn;
 
 pub use config::{Args, Config};
 
@@ -40,6 +54,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         Arc::new(identity::MountToolsReadiness::default()),
     );
     let node = node::NodeService::new(Arc::clone(&config));
+    node.adopt().await;
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node));

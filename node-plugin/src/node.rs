@@ -1,23 +1,776 @@
 //! The CSI Node service.
+//!
+//! - **NodeStageVolume** mounts the Gluster volume once per node at the staging path with the
+//!   FUSE client ([`crate::spawn`] keeps that client alive across plugin restarts).
+//! - **NodePublishVolume** bind-mounts the staging mount into the pod's target path, read-only
+//!   through a remount pass when asked. If the staging mount is dead (its client was killed),
+//!   it is remounted first and the target rebound: the repair path.
+//! - **NodeUnpublishVolume / NodeUnstageVolume** unmount (lazily when busy) and remove the
+//!   directory; a missing or unmounted path is success.
+//! - **NodeGetVolumeStats** reports bytes and inodes from `statvfs`, and VOLUME_CONDITION
+//!   abnormal when the mount is dead or does not answer in time.
+//!
+//! No decision depends on memory: each call reads `/proc/self/mountinfo`, so a restarted plugin
+//! carries on with the mounts an earlier one made. Calls on the same volume or path are
+//! serialised; a concurrent call gets ABORTED.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use csi_proto::locks::{OperationGuard, OperationLocks};
 use csi_proto::v1::node_server::Node;
+use csi_proto::v1::node_service_capability::{self, rpc};
+use csi_proto::v1::volume_capability::AccessType;
+use csi_proto::v1::volume_capability::access_mode::Mode;
+use csi_proto::v1::{
+    NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeGetInfoRequest,
+    NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse,
+    NodePublishVolumeRequest, NodePublishVolumeResponse, NodeServiceCapability,
+    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnpublishVolumeRequest,
+    NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
+    VolumeCapability, VolumeCondition, VolumeUsage, volume_usage,
+};
+use nix::mount::MsFlags;
+use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::context::VolumeContext;
+use crate::error::Error;
+use crate::mounter::{self, Health, Prober};
+use crate::mountinfo::MountInfo;
+use crate::options::{self, MountFlags};
+use crate::paths::{self, Field};
+use crate::records::Records;
+use crate::spawn::ClientLauncher;
 
-/// The Node service. RPCs not implemented yet answer UNIMPLEMENTED.
+/// How long NodeGetVolumeStats (and the health checks of stage/publish) wait for `statvfs`.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines of the client log quoted in a mount error.
+const LOG_TAIL_LINES: usize = 5;
+
+/// The Node service.
 pub struct NodeService {
-    #[allow(dead_code)]
     config: Arc<Config>,
+    launcher: Arc<ClientLauncher>,
+    prober: Prober,
+    records: Records,
+    locks: OperationLocks,
+    /// Cleared once a client rejects `auto_unmount`.
+    auto_unmount: AtomicBool,
+}
+
+/// The parts of a volume capability the node uses.
+#[derive(Debug)]
+struct Capability {
+    mode: Mode,
+    flags: MountFlags,
+}
+
+impl Capability {
+    fn parse(cap: Option<&VolumeCapability>) -> Result<Self, Error> {
+        let cap =
+            cap.ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
+        let mount = match &cap.access_type {
+            Some(AccessType::Mount(m)) => m,
+            Some(AccessType::Block(_)) => {
+                return Err(Error::InvalidArgument(
+                    "block access is not supported: Gluster volumes are file systems".into(),
+                ));
+            }
+            None => {
+                return Err(Error::InvalidArgument(
+                    "volume_capability.access_type is required".into(),
+                ));
+            }
+        };
+        if !matches!(mount.fs_type.as_str(), "" | "glusterfs" | "fuse.glusterfs") {
+            return Err(Error::InvalidArgument(format!(
+                "fs_type {:?} is not supported: Gluster volumes are mounted as glusterfs",
+                mount.fs_type
+            )));
+        }
+        let raw_mode = cap.access_mode.map(|a| a.mode).ok_or_else(|| {
+            Error::InvalidArgument("volume_capability.access_mode is required".into())
+        })?;
+        let mode = match Mode::try_from(raw_mode) {
+            Ok(Mode::Unknown) | Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "volume_capability.access_mode {raw_mode} is not a known access mode"
+                )));
+            }
+            Ok(m) => m,
+        };
+        Ok(Self {
+            mode,
+            flags: MountFlags::parse(&mount.mount_flags)?,
+        })
+    }
+
+    fn read_only_mode(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly
+        )
+    }
+}
+
+fn require_volume_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        Err(Error::InvalidArgument("volume_id is required".into()))
+    } else {
+        Ok(())
+    }
 }
 
 impl NodeService {
-    /// A node service using `config`.
+    /// A node service using `config`; builds the client launcher (which logs whether FUSE
+    /// clients will survive a plugin restart).
     pub fn new(config: Arc<Config>) -> Self {
-        Self { config }
+        let launcher = Arc::new(ClientLauncher::new(
+            &config.fuse_cgroups,
+            config.mount_timeout,
+        ));
+        Self {
+            records: Records::new(&config.state_dir),
+            config,
+            launcher,
+            prober: Prober::new(STATS_TIMEOUT),
+            locks: OperationLocks::default(),
+            auto_unmount: AtomicBool::new(true),
+        }
+    }
+
+    /// Logs the Gluster mounts found at start: a new plugin takes them over as they are.
+    pub async fn adopt(&self) {
+        match mounter::mount_table().await {
+            Ok(table) => {
+                let mounts: Vec<&MountInfo> = table
+                    .glusterfs()
+                    .filter(|m| {
+                        self.config
+                            .kubelet_dir
+                            .as_ref()
+                            .is_none_or(|k| m.mount_point.starts_with(k))
+                    })
+                    .collect();
+                for m in &mounts {
+                    tracing::info!(
+                        mount_point = %m.mount_point.display(), source = %m.source,
+                        "found an existing Gluster mount"
+                    );
+                }
+                tracing::info!(count = mounts.len(), "existing Gluster mounts adopted");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the mount table at start"),
+        }
+    }
+
+    fn lock(&self, keys: &[String]) -> Result<Vec<OperationGuard>, Error> {
+        keys.iter()
+            .map(|k| self.locks.try_lock(k).ok_or_else(|| Error::Busy(k.clone())))
+            .collect()
+    }
+
+    fn volume_key(id: &str) -> String {
+        format!("volume {id}")
+    }
+
+    fn path_key(p: &Path) -> String {
+        format!("path {}", p.display())
+    }
+
+    // ---- staging ----
+
+    async fn stage(&self, req: NodeStageVolumeRequest) -> Result<(), Error> {
+        require_volume_id(&req.volume_id)?;
+        let staging = paths::validate(
+            Field::Staging,
+            &req.staging_target_path,
+            self.config.kubelet_dir.as_deref(),
+        )?;
+        let cap = Capability::parse(req.volume_capability.as_ref())?;
+        let ctx = VolumeContext::from_map(&req.volume_context)?;
+        let _guards = self.lock(&[Self::volume_key(&req.volume_id), Self::path_key(&staging)])?;
+        let staging = mounter::resolve(&staging).await?;
+        self.ensure_staged(&req.volume_id, &staging, &ctx, &cap.flags)
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes `staging` a live mount of `ctx`'s volume; returns its mount table entry.
+    async fn ensure_staged(
+        &self,
+        volume_id: &str,
+        staging: &Path,
+        ctx: &VolumeContext,
+        flags: &MountFlags,
+    ) -> Result<MountInfo, Error> {
+        let table = mounter::mount_table().await?;
+        if let Some(m) = table.at(staging) {
+            check_same_volume(m, staging, &ctx.volume)?;
+            match self.prober.probe(staging).await {
+                Health::Alive(_) => {
+                    tracing::debug!("already staged");
+                    self.records.put(volume_id, &ctx.volume).await?;
+                    return Ok(m.clone());
+                }
+                h @ Health::Dead(_) => {
+                    tracing::warn!(reason = %h.describe(staging), "staging mount is dead; remounting");
+                    mounter::unmount_all(staging).await?;
+                }
+                h @ Health::Hung(_) => {
+                    return Err(Error::Timeout {
+                        what: h.describe(staging),
+                        after: STATS_TIMEOUT,
+                    });
+                }
+                Health::Failed(e) => return Err(Error::sys("statvfs of", staging, e)),
+            }
+        }
+        mounter::create_dir(staging).await?;
+        self.mount_volume(ctx, flags, staging).await?;
+        let table = mounter::mount_table().await?;
+        let m = table
+            .at(staging)
+            .filter(|m| m.gluster_volume() == Some(ctx.volume.as_str()))
+            .cloned()
+            .ok_or_else(|| Error::Mount {
+                source_spec: ctx.source(),
+                target: staging.to_path_buf(),
+                detail: "mount reported success but the mount table does not show it".into(),
+            })?;
+        self.records.put(volume_id, &ctx.volume).await?;
+        tracing::info!(source = %m.source, staging = %staging.display(), "staged");
+        Ok(m)
+    }
+
+    /// Runs the FUSE mount; retries once without `auto_unmount` if the first attempt fails
+    /// while using it (clients that do not know the option refuse to mount).
+    async fn mount_volume(
+        &self,
+        ctx: &VolumeContext,
+        flags: &MountFlags,
+        staging: &Path,
+    ) -> Result<(), Error> {
+        let log = options::log_file(&self.config.state_dir, &ctx.volume);
+        if let Some(dir) = log.parent() {
+            mounter::create_dir(dir).await?;
+        }
+        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let auto = self.auto_unmount.load(Ordering::Relaxed) && !flags.has_key("auto_unmount");
+        let source = ctx.source();
+        let opts = options::stage_options(ctx, flags, &log, auto);
+        let first = self
+            .launcher
+            .mount_glusterfs(&source, staging, &opts)
+            .await?;
+        if first.success {
+            return Ok(());
+        }
+        let last = if auto {
+            mounter::unmount_all(staging).await?;
+            let opts = options::stage_options(ctx, flags, &log, false);
+            let second = self
+                .launcher
+                .mount_glusterfs(&source, staging, &opts)
+                .await?;
+            if second.success {
+                tracing::warn!(
+                    "the Gluster client refused auto_unmount; mounting without it from now on"
+                );
+                self.auto_unmount.store(false, Ordering::Relaxed);
+                return Ok(());
+            }
+            second
+        } else {
+            first
+        };
+        let tail = log_tail(&log, log_start, LOG_TAIL_LINES);
+        Err(Error::Mount {
+            source_spec: source,
+            target: staging.to_path_buf(),
+            detail: format!(
+                "{}; output: {}; client log {}: {}",
+                last.status,
+                if last.output.is_empty() {
+                    "(none)"
+                } else {
+                    &last.output
+                },
+                log.display(),
+                if tail.is_empty() {
+                    "(nothing logged)".to_owned()
+                } else {
+                    tail
+                },
+            ),
+        })
+    }
+
+    async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<(), Error> {
+        require_volume_id(&req.volume_id)?;
+        let staging = paths::validate(
+            Field::Staging,
+            &req.staging_target_path,
+            self.config.kubelet_dir.as_deref(),
+        )?;
+        let _guards = self.lock(&[Self::volume_key(&req.volume_id), Self::path_key(&staging)])?;
+        let staging = mounter::resolve(&staging).await?;
+        mounter::unmount_all(&staging).await?;
+        mounter::remove_dir(&staging).await?;
+        self.records.remove(&req.volume_id).await?;
+        tracing::info!(staging = %staging.display(), "unstaged");
+        Ok(())
+    }
+
+    // ---- publishing ----
+
+    async fn publish(&self, req: NodePublishVolumeRequest) -> Result<(), Error> {
+        require_volume_id(&req.volume_id)?;
+        let kubelet = self.config.kubelet_dir.as_deref();
+        let staging = paths::validate(Field::Staging, &req.staging_target_path, kubelet)?;
+        let target = paths::validate(Field::Target, &req.target_path, kubelet)?;
+        if staging == target {
+            return Err(Error::InvalidArgument(
+                "target_path must differ from staging_target_path".into(),
+            ));
+        }
+        let cap = Capability::parse(req.volume_capability.as_ref())?;
+        let read_only = req.readonly || cap.read_only_mode();
+        let _guards = self.lock(&[Self::volume_key(&req.volume_id), Self::path_key(&target)])?;
+        let staging = mounter::resolve(&staging).await?;
+        let target = mounter::resolve(&target).await?;
+
+        let staged = self
+            .live_staging(&req.volume_id, &staging, &req.volume_context, &cap.flags)
+            .await?;
+
+        let table = mounter::mount_table().await?;
+        if let Some(t) = table.at(&target) {
+            if t.device == staged.device {
+                if t.read_only() != read_only {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} is already published {}; unpublish it first",
+                        target.display(),
+                        if t.read_only() {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        }
+                    )));
+                }
+                tracing::debug!("already published");
+                return Ok(());
+            }
+            if t.is_glusterfs() && t.gluster_volume() == staged.gluster_volume() {
+                tracing::warn!(
+                    target = %target.display(),
+                    "target is bound to an earlier, dead mount of this volume; rebinding"
+                );
+                mounter::unmount_all(&target).await?;
+            } else {
+                return Err(Error::AlreadyExists(format!(
+                    "{} already holds a {} mount of {}",
+                    target.display(),
+                    t.fstype,
+                    t.source
+                )));
+            }
+        }
+        if cap.mode == Mode::SingleNodeSingleWriter {
+            let table = mounter::mount_table().await?;
+            let others: Vec<String> = table
+                .with_device(staged.device)
+                .filter(|m| m.mount_point != staging && m.mount_point != target)
+                .map(|m| m.mount_point.display().to_string())
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "the volume is SINGLE_NODE_SINGLE_WRITER and already published at {}",
+                    others.join(", ")
+                )));
+            }
+        }
+        mounter::create_dir(&target).await?;
+        let mut flags = cap.flags.bind_flags();
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mounter::bind(&staging, &target, flags).await?;
+        let table = mounter::mount_table().await?;
+        match table.at(&target) {
+            Some(t) if t.device == staged.device && t.read_only() == read_only => {
+                tracing::info!(target = %target.display(), read_only, "published");
+                Ok(())
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "the bind mount on {} is not in the mount table as expected",
+                target.display()
+            ))),
+        }
+    }
+
+    /// The live staging mount for a publish; remounts it when its client died (repair). A
+    /// staging directory that does not exist means the volume was never staged.
+    async fn live_staging(
+        &self,
+        volume_id: &str,
+        staging: &Path,
+        context: &std::collections::HashMap<String, String>,
+        flags: &MountFlags,
+    ) -> Result<MountInfo, Error> {
+        let table = mounter::mount_table().await?;
+        let current = table.at(staging).cloned();
+        if let Some(m) = &current {
+            if !m.is_glusterfs() {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds a {} mount, not a staged Gluster volume",
+                    staging.display(),
+                    m.fstype
+                )));
+            }
+            let health = self.prober.probe(staging).await;
+            if !health.is_broken() {
+                return Ok(m.clone());
+            }
+            tracing::warn!(reason = %health.describe(staging), "staging mount is broken; repairing it before publishing");
+        } else if !staging_dir_exists(staging).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "the volume is not staged at {}; call NodeStageVolume first",
+                staging.display()
+            )));
+        } else {
+            tracing::warn!(staging = %staging.display(), "staging path is not mounted (its client may have died); restaging");
+        }
+        let ctx = VolumeContext::from_map(context)?;
+        if let Some(m) = &current {
+            check_same_volume(m, staging, &ctx.volume)?;
+        }
+        self.ensure_staged(volume_id, staging, &ctx, flags).await
+    }
+
+    async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<(), Error> {
+        require_volume_id(&req.volume_id)?;
+        let target = paths::validate(
+            Field::Target,
+            &req.target_path,
+            self.config.kubelet_dir.as_deref(),
+        )?;
+        let _guards = self.lock(&[Self::volume_key(&req.volume_id), Self::path_key(&target)])?;
+        let target = mounter::resolve(&target).await?;
+        mounter::unmount_all(&target).await?;
+        mounter::remove_dir(&target).await?;
+        tracing::info!(target = %target.display(), "unpublished");
+        Ok(())
+    }
+
+    // ---- stats ----
+
+    async fn stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, Error> {
+        require_volume_id(&req.volume_id)?;
+        if req.volume_path.is_empty() {
+            return Err(Error::InvalidArgument("volume_path is required".into()));
+        }
+        let raw = Path::new(&req.volume_path);
+        if !paths::is_normalised(raw) {
+            return Err(Error::NotFound(format!(
+                "{} is not a mount of this plugin (not an absolute, normalised path)",
+                req.volume_path
+            )));
+        }
+        let path = mounter::resolve(raw).await?;
+        let table = mounter::mount_table().await?;
+        let mount = table
+            .at(&path)
+            .filter(|m| m.is_glusterfs())
+            .ok_or_else(|| Error::NotFound(format!("{} is not a Gluster mount", path.display())))?;
+        if let Some(recorded) = self.records.get(&req.volume_id).await?
+            && mount.gluster_volume() != Some(recorded.as_str())
+        {
+            return Err(Error::NotFound(format!(
+                "{} is a mount of {}, not of volume {}",
+                path.display(),
+                mount.source,
+                req.volume_id
+            )));
+        }
+        let health = self.prober.probe(&path).await;
+        Ok(stats_response(&health, &path))
+    }
+}
+
+fn stats_response(health: &Health, path: &Path) -> NodeGetVolumeStatsResponse {
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    match health {
+        Health::Alive(u) => NodeGetVolumeStatsResponse {
+            usage: vec![
+                VolumeUsage {
+                    available: to_i64(u.bytes_available),
+                    total: to_i64(u.bytes_total),
+                    used: to_i64(u.bytes_used),
+                    unit: volume_usage::Unit::Bytes as i32,
+                },
+                VolumeUsage {
+                    available: to_i64(u.inodes_available),
+                    total: to_i64(u.inodes_total),
+                    used: to_i64(u.inodes_used),
+                    unit: volume_usage::Unit::Inodes as i32,
+                },
+            ],
+            volume_condition: Some(VolumeCondition {
+                abnormal: false,
+                message: "volume is mounted and answering".into(),
+            }),
+        },
+        broken => NodeGetVolumeStatsResponse {
+            usage: Vec::new(),
+            volume_condition: Some(VolumeCondition {
+                abnormal: true,
+                message: broken.describe(path),
+            }),
+        },
+    }
+}
+
+/// Refuses a staging path that holds another file system or another Gluster volume.
+fn check_same_volume(m: &MountInfo, staging: &Path, volume: &str) -> Result<(), Error> {
+    if !m.is_glusterfs() {
+        return Err(Error::AlreadyExists(format!(
+            "{} already holds a {} mount of {}",
+            staging.display(),
+            m.fstype,
+            m.source
+        )));
+    }
+    if m.gluster_volume() != Some(volume) {
+        return Err(Error::AlreadyExists(format!(
+            "{} already holds Gluster volume {} (source {}), not {volume}",
+            staging.display(),
+            m.gluster_volume().unwrap_or("?"),
+            m.source
+        )));
+    }
+    Ok(())
+}
+
+async fn staging_dir_exists(staging: &Path) -> Result<bool, Error> {
+    let p = staging.to_path_buf();
+    crate::error::blocking(
+        "checking the staging directory",
+        mounter::SYSCALL_TIMEOUT,
+        move || Ok(std::fs::symlink_metadata(&p).is_ok()),
+    )
+    .await
+}
+
+/// The last `lines` lines the client logged after byte `from` of `log`.
+fn log_tail(log: &Path, from: u64, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(log) else {
+        return String::new();
+    };
+    let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let keep = all.len().saturating_sub(lines);
+    all[keep..]
+        .iter()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn done<T>(what: &'static str, r: Result<T, Error>) -> Result<Response<T>, Status> {
+    match r {
+        Ok(v) => Ok(Response::new(v)),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} failed");
+            Err(Status::from(e))
+        }
     }
 }
 
 #[tonic::async_trait]
-impl Node for NodeService {}
+impl Node for NodeService {
+    #[tracing::instrument(name = "NodeStageVolume", skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let r = self.stage(request.into_inner()).await;
+        done("NodeStageVolume", r.map(|()| NodeStageVolumeResponse {}))
+    }
+
+    #[tracing::instrument(name = "NodeUnstageVolume", skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let r = self.unstage(request.into_inner()).await;
+        done(
+            "NodeUnstageVolume",
+            r.map(|()| NodeUnstageVolumeResponse {}),
+        )
+    }
+
+    #[tracing::instrument(name = "NodePublishVolume", skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = self.publish(request.into_inner()).await;
+        done(
+            "NodePublishVolume",
+            r.map(|()| NodePublishVolumeResponse {}),
+        )
+    }
+
+    #[tracing::instrument(name = "NodeUnpublishVolume", skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = self.unpublish(request.into_inner()).await;
+        done(
+            "NodeUnpublishVolume",
+            r.map(|()| NodeUnpublishVolumeResponse {}),
+        )
+    }
+
+    #[tracing::instrument(name = "NodeGetVolumeStats", skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let r = self.stats(request.into_inner()).await;
+        done("NodeGetVolumeStats", r)
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let capabilities = [
+            rpc::Type::StageUnstageVolume,
+            rpc::Type::GetVolumeStats,
+            rpc::Type::VolumeCondition,
+            rpc::Type::SingleNodeMultiWriter,
+        ]
+        .into_iter()
+        .map(|t| NodeServiceCapability {
+            r#type: Some(node_service_capability::Type::Rpc(
+                node_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.config.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_proto::v1::volume_capability::{AccessMode, BlockVolume, MountVolume};
+
+    fn cap(mode: Mode, fs_type: &str, flags: &[&str]) -> VolumeCapability {
+        VolumeCapability {
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: fs_type.into(),
+                mount_flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+                volume_mount_group: String::new(),
+            })),
+        }
+    }
+
+    #[test]
+    fn capability_validation() {
+        let ok =
+            Capability::parse(Some(&cap(Mode::MultiNodeMultiWriter, "", &["acl"]))).expect("valid");
+        assert_eq!(ok.flags.options(), ["acl"]);
+        assert!(!ok.read_only_mode());
+        assert!(
+            Capability::parse(Some(&cap(Mode::MultiNodeReaderOnly, "glusterfs", &[])))
+                .expect("valid")
+                .read_only_mode()
+        );
+        let bad: Vec<(Option<VolumeCapability>, &str)> = vec![
+            (None, "volume_capability is required"),
+            (Some(cap(Mode::Unknown, "", &[])), "access_mode"),
+            (Some(cap(Mode::SingleNodeWriter, "ext4", &[])), "fs_type"),
+            (
+                Some(cap(Mode::SingleNodeWriter, "", &["log-file=/x"])),
+                "mount flag",
+            ),
+            (
+                Some(VolumeCapability {
+                    access_mode: Some(AccessMode {
+                        mode: Mode::SingleNodeWriter as i32,
+                    }),
+                    access_type: Some(AccessType::Block(BlockVolume {})),
+                }),
+                "block",
+            ),
+            (
+                Some(VolumeCapability {
+                    access_mode: None,
+                    access_type: Some(AccessType::Mount(MountVolume::default())),
+                }),
+                "access_mode is required",
+            ),
+            (
+                Some(VolumeCapability {
+                    access_mode: Some(AccessMode { mode: 99 }),
+                    access_type: Some(AccessType::Mount(MountVolume::default())),
+                }),
+                "not a known access mode",
+            ),
+        ];
+        for (c, fragment) in bad {
+            match Capability::parse(c.as_ref()) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains(fragment), "{m}"),
+                other => panic!("{fragment}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stats_of_a_dead_mount_are_abnormal_with_a_message() {
+        let r = stats_response(&Health::Dead(nix::errno::Errno::ENOTCONN), Path::new("/t"));
+        let c = r.volume_condition.expect("condition");
+        assert!(c.abnormal);
+        assert!(c.message.contains("/t"), "{}", c.message);
+        assert!(r.usage.is_empty());
+    }
+
+    #[test]
+    fn log_tail_reads_only_new_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("v.log");
+        std::fs::write(&log, "old 1\nold 2\n").expect("write");
+        let start = std::fs::metadata(&log).expect("meta").len();
+        let mut text = std::fs::read_to_string(&log).expect("read");
+        for i in 0..8 {
+            text.push_str(&format!("new {i}\n"));
+        }
+        std::fs::write(&log, text).expect("write");
+        assert_eq!(log_tail(&log, start, 3), "new 5 | new 6 | new 7");
+        assert_eq!(log_tail(&log, 0, 2), "new 6 | new 7");
+        assert_eq!(log_tail(&dir.path().join("missing"), 0, 3), "");
+    }
+}
