@@ -29,6 +29,10 @@ pub struct Args {
     /// Deadline of a whole Heketi operation (create, expand, clone, delete), in seconds.
     #[arg(long, env = "HEKETI_OPERATION_TIMEOUT", default_value_t = 600)]
     pub heketi_operation_timeout: u64,
+    /// Most volume operations (create, clone, expand, delete) run at once against one Heketi;
+    /// more wait up to the request timeout, then fail with UNAVAILABLE.
+    #[arg(long, env = "HEKETI_MAX_INFLIGHT", default_value_t = 8)]
+    pub heketi_max_inflight: usize,
 }
 
 /// A Heketi backend: where it is and how to authenticate.
@@ -77,6 +81,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Deadline of a whole Heketi operation.
     pub operation_timeout: Duration,
+    /// Most volume operations at once against one Heketi.
+    pub max_inflight: usize,
 }
 
 /// A flag with an unusable value.
@@ -100,6 +106,9 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("{0} must be at least 1 second")]
     ZeroTimeout(&'static str),
+    /// `--heketi-max-inflight 0`.
+    #[error("--heketi-max-inflight must be at least 1")]
+    ZeroInflight,
 }
 
 impl Config {
@@ -110,6 +119,9 @@ impl Config {
         }
         if args.heketi_operation_timeout == 0 {
             return Err(ConfigError::ZeroTimeout("--heketi-operation-timeout"));
+        }
+        if args.heketi_max_inflight == 0 {
+            return Err(ConfigError::ZeroInflight);
         }
         let default_backend = match (args.heketi_url, args.heketi_key_file) {
             (None, Some(_)) => return Err(ConfigError::KeyWithoutUrl),
@@ -144,6 +156,7 @@ impl Config {
             default_backend,
             request_timeout: Duration::from_secs(args.heketi_request_timeout),
             operation_timeout: Duration::from_secs(args.heketi_operation_timeout),
+            max_inflight: args.heketi_max_inflight,
         })
     }
 }

@@ -1,23 +1,986 @@
-//! The CSI Controller service.
+//! The CSI Controller service: StorageClass → Heketi volume.
+//!
+//! Every mutating call follows validate → per-volume guard (busy → ABORTED) → read Heketi →
+//! act → record. The work of CreateVolume, DeleteVolume and ControllerExpandVolume runs in a
+//! task of its own that keeps its guard: when the caller gives up (its gRPC deadline), the
+//! Heketi operation is still followed to its end, a retry meanwhile gets ABORTED, and the retry
+//! after it finds the result.
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::ops::Bound;
 use std::sync::Arc;
 
+use csi_proto::locks::{OperationGuard, OperationLocks};
 use csi_proto::v1::controller_server::Controller;
+use csi_proto::v1::controller_service_capability::{Rpc, Type as CapType, rpc};
+use csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
+use csi_proto::v1::volume_content_source::Type as SourceType;
+use csi_proto::v1::{
+    ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
+    ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
+    ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerServiceCapability,
+    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+    GetCapacityRequest, GetCapacityResponse, ListVolumesRequest, ListVolumesResponse,
+    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
+    VolumeCapability, VolumeContentSource, controller_get_volume_response, list_volumes_response,
+    validate_volume_capabilities_response,
+};
+use heketi_client::types::{
+    EntryState, SnapshotSettings, VolumeCloneRequest, VolumeCreateRequest, VolumeExpandRequest,
+    VolumeInfoResponse,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::Config;
+use crate::backend::{Backends, Target};
+use crate::error::{Error, Result};
+use crate::index::Summary;
+use crate::names;
+use crate::paging;
+use crate::params::{ClassParams, Credentials, VolumeType};
+use crate::sizes::{self, GIB, gib_to_bytes};
+use crate::volume_id::{BackendRef, VolumeId};
 
-/// The Controller service. RPCs not implemented yet answer UNIMPLEMENTED.
+/// The capabilities this controller advertises. No PUBLISH_UNPUBLISH: there is nothing to
+/// attach, the node mounts Gluster directly.
+pub const CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::CreateDeleteVolume,
+    rpc::Type::ExpandVolume,
+    rpc::Type::CloneVolume,
+    rpc::Type::ListVolumes,
+    rpc::Type::GetCapacity,
+    rpc::Type::GetVolume,
+    rpc::Type::SingleNodeMultiWriter,
+];
+
+/// The Controller service.
+#[derive(Clone)]
 pub struct ControllerService {
-    #[allow(dead_code)]
-    config: Arc<Config>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Backends,
+    locks: OperationLocks,
 }
 
 impl ControllerService {
     /// A controller using `config`.
     pub fn new(config: Arc<Config>) -> Self {
-        Self { config }
+        Self {
+            inner: Arc::new(Inner {
+                backends: Backends::new(&config),
+                locks: OperationLocks::default(),
+            }),
+        }
     }
 }
 
+/// What CreateVolume will make, validated.
+struct CreatePlan {
+    csi_name: String,
+    heketi_name: String,
+    want_gib: u64,
+    limit_bytes: u64,
+    params: ClassParams,
+    /// Id of the volume to clone.
+    source: Option<String>,
+    content_source: Option<VolumeContentSource>,
+}
+
+fn no_default_for_class() -> Error {
+    Error::invalid(
+        "the StorageClass has no resturl parameter and the controller runs without \
+         --heketi-url; set resturl to Heketi's URL, or start the controller with --heketi-url",
+    )
+}
+
+fn no_default_for_volume() -> Error {
+    Error::FailedPrecondition(
+        "the volume lives on the controller's default Heketi backend, but the controller runs \
+         without --heketi-url; start it with the --heketi-url the volume was created with"
+            .into(),
+    )
+}
+
+/// Why `cap` cannot be served, or `None` when it can.
+fn unsupported(cap: &VolumeCapability) -> Option<String> {
+    let mode = cap
+        .access_mode
+        .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
+        .unwrap_or(Mode::Unknown);
+    if mode == Mode::Unknown {
+        return Some("access_mode must be set to a known mode".into());
+    }
+    match &cap.access_type {
+        Some(AccessType::Mount(_)) => None,
+        Some(AccessType::Block(_)) => Some(
+            "block access is not supported: Gluster volumes are file systems; use volumeMode: \
+             Filesystem"
+                .into(),
+        ),
+        None => Some("access_type must be mount".into()),
+    }
+}
+
+fn check_capabilities(caps: &[VolumeCapability]) -> Result<()> {
+    if caps.is_empty() {
+        return Err(Error::invalid("volume_capabilities must not be empty"));
+    }
+    for cap in caps {
+        if let Some(why) = unsupported(cap) {
+            return Err(Error::invalid(format!("volume_capabilities: {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn parse_existing_id(volume_id: &str) -> Result<VolumeId> {
+    VolumeId::parse(volume_id)
+        .ok_or_else(|| Error::NotFound(format!("volume {volume_id:?} does not exist")))
+}
+
+/// Runs `work` in a task of its own, holding `guard` until it ends, and waits for it.
+async fn detached<T: Send + 'static>(
+    guard: OperationGuard,
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let span = tracing::Span::current();
+    let task = tokio::spawn(
+        async move {
+            let result = work.await;
+            drop(guard);
+            result
+        }
+        .instrument(span),
+    );
+    task.await
+        .map_err(|e| Error::Internal(format!("operation task failed: {e}")))?
+}
+
+fn lock(locks: &OperationLocks, key: &str, what: &str) -> Result<OperationGuard> {
+    locks.try_lock(key).ok_or_else(|| {
+        Error::Aborted(format!(
+            "an operation on {what} is already in progress; retry later"
+        ))
+    })
+}
+
+impl Inner {
+    fn volume(
+        reference: &BackendRef,
+        info: &VolumeInfoResponse,
+        content_source: Option<VolumeContentSource>,
+    ) -> Result<Volume> {
+        let volume_id = VolumeId::new(reference.clone(), &info.id)
+            .encode()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        Ok(Volume {
+            capacity_bytes: gib_to_bytes(info.size),
+            volume_id,
+            volume_context: crate::index::volume_context(info),
+            content_source,
+            accessible_topology: Vec::new(),
+        })
+    }
+
+    // ---- CreateVolume ----
+
+    #[tracing::instrument(skip_all, fields(name = %req.name), err)]
+    async fn create_volume(self: Arc<Self>, req: CreateVolumeRequest) -> Result<Volume> {
+        if req.name.is_empty() {
+            return Err(Error::invalid("name is required"));
+        }
+        check_capabilities(&req.volume_capabilities)?;
+        if !req.mutable_parameters.is_empty() {
+            return Err(Error::invalid(
+                "mutable_parameters are not supported (this driver has no ModifyVolume)",
+            ));
+        }
+        let params = ClassParams::parse(&req.parameters)?;
+        let range = req.capacity_range.unwrap_or_default();
+        let want_gib = sizes::round_up_gib(
+            range.required_bytes,
+            range.limit_bytes,
+            Some(sizes::DEFAULT_GIB),
+        )?;
+        let source = match req
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref())
+        {
+            None => None,
+            Some(SourceType::Snapshot(_)) => {
+                return Err(Error::Unimplemented(
+                    "creating a volume from a snapshot is not supported (Heketi has no \
+                     snapshot API); clone the volume instead"
+                        .into(),
+                ));
+            }
+            Some(SourceType::Volume(v)) if v.volume_id.is_empty() => {
+                return Err(Error::invalid(
+                    "volume_content_source.volume.volume_id is required",
+                ));
+            }
+            Some(SourceType::Volume(v)) => Some(v.volume_id.clone()),
+        };
+        let creds = params.credentials(&req.secrets)?;
+        let target = self
+            .backends
+            .resolve(&params.backend(), creds, no_default_for_class)?;
+        VolumeId::check_backend(&target.reference).map_err(|e| Error::invalid(e.to_string()))?;
+        let heketi_name = names::heketi_name(&req.name, params.name_prefix.as_deref());
+        let guard = lock(
+            &self.locks,
+            &format!("create/{}", req.name),
+            &format!("volume name {:?}", req.name),
+        )?;
+        let plan = CreatePlan {
+            csi_name: req.name,
+            heketi_name,
+            want_gib,
+            limit_bytes: u64::try_from(range.limit_bytes).unwrap_or(0),
+            params,
+            source,
+            content_source: req.volume_content_source,
+        };
+        let this = Arc::clone(&self);
+        detached(guard, async move { this.create_locked(target, plan).await }).await
+    }
+
+    async fn create_locked(&self, target: Target, plan: CreatePlan) -> Result<Volume> {
+        let (existing, used_gids) = self.lookup(&target, &plan.heketi_name).await?;
+        if let Some(info) = existing {
+            let info = self.reuse(&target, &plan, info).await?;
+            tracing::info!(
+                heketi_id = %info.id,
+                heketi_name = %info.name,
+                size_gib = info.size,
+                "volume already exists"
+            );
+            return Self::volume(&target.reference, &info, plan.content_source);
+        }
+        let permit = target.permit().await?;
+        let info = match &plan.source {
+            None => self.make_new(&target, &plan, &used_gids).await?,
+            Some(src) => self.make_clone(&target, &plan, src).await?,
+        };
+        drop(permit);
+        tracing::info!(
+            heketi_id = %info.id,
+            heketi_name = %info.name,
+            size_gib = info.size,
+            gid = info.gid,
+            backend = %target.url(),
+            "volume created"
+        );
+        Self::volume(&target.reference, &info, plan.content_source)
+    }
+
+    /// The volume named `heketi_name` (read fresh from Heketi) if there is one, and the gids in
+    /// use on the backend.
+    async fn lookup(
+        &self,
+        target: &Target,
+        heketi_name: &str,
+    ) -> Result<(Option<VolumeInfoResponse>, HashSet<u32>)> {
+        let (found, used) = target
+            .state
+            .index
+            .refreshed(&target.client, |vols| {
+                let found = vols
+                    .values()
+                    .find(|s| s.name == heketi_name)
+                    .map(|s| s.id.clone());
+                let used: HashSet<u32> = vols.values().filter_map(|s| s.gid).collect();
+                (found, used)
+            })
+            .await?;
+        let Some(id) = found else {
+            return Ok((None, used));
+        };
+        match target.client.volume_info(&id).await {
+            Ok(info) => {
+                target.state.index.insert(Summary::from_info(&info)).await;
+                Ok((Some(info), used))
+            }
+            Err(e) if e.is_not_found() => {
+                target.state.index.remove(&id).await;
+                Ok((None, used))
+            }
+            Err(e) => Err(Error::heketi(
+                format!("reading volume {id} on {}", target.url()),
+                e,
+            )),
+        }
+    }
+
+    /// An existing volume with the requested name: the same volume when compatible, an
+    /// interrupted clone completed, otherwise ALREADY_EXISTS.
+    async fn reuse(
+        &self,
+        target: &Target,
+        plan: &CreatePlan,
+        info: VolumeInfoResponse,
+    ) -> Result<VolumeInfoResponse> {
+        let have = VolumeType::from_durability(&info.durability);
+        let too_big = plan.limit_bytes > 0 && info.size.saturating_mul(GIB) > plan.limit_bytes;
+        let wrong_type = plan.source.is_none() && have != plan.params.volume_type;
+        let too_small = info.size < plan.want_gib;
+        if too_big || wrong_type || (too_small && plan.source.is_none()) {
+            let limit = match plan.limit_bytes {
+                0 => String::new(),
+                l => format!(" up to {l} bytes"),
+            };
+            return Err(Error::AlreadyExists(format!(
+                "a volume named {:?} already exists (Heketi volume {}, {} GiB, {have}) and does \
+                 not match this request ({} GiB{limit}, {}); use another name or the same \
+                 parameters",
+                plan.csi_name, info.id, info.size, plan.want_gib, plan.params.volume_type
+            )));
+        }
+        if too_small {
+            // A clone whose expansion did not happen (the controller stopped in between).
+            let _permit = target.permit().await?;
+            return self.expand_to(target, &info, plan.want_gib).await;
+        }
+        Ok(info)
+    }
+
+    async fn make_new(
+        &self,
+        target: &Target,
+        plan: &CreatePlan,
+        used_gids: &HashSet<u32>,
+    ) -> Result<VolumeInfoResponse> {
+        let range = plan.params.gid_range;
+        let reservation = target.state.gids.reserve(range, used_gids).ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "no free gid in gidMin..gidMax ({}..{}): every gid is used by a volume on {}; \
+                 widen the range in the StorageClass",
+                range.min,
+                range.max,
+                target.url()
+            ))
+        })?;
+        let request = VolumeCreateRequest {
+            size: plan.want_gib,
+            clusters: plan.params.clusters.clone(),
+            name: plan.heketi_name.clone(),
+            durability: plan.params.volume_type.durability(),
+            gid: i64::from(reservation.gid),
+            glustervolumeoptions: plan.params.volume_options.clone(),
+            block: false,
+            snapshot: SnapshotSettings {
+                enable: true,
+                factor: plan.params.snap_factor,
+            },
+        };
+        let result = target.client.volume_create(&request).await;
+        let info = match result {
+            Ok(info) => info,
+            Err(e) => {
+                let failure = Error::heketi(
+                    format!(
+                        "creating volume {} ({} GiB, {}) on {}",
+                        plan.heketi_name,
+                        plan.want_gib,
+                        plan.params.volume_type,
+                        target.url()
+                    ),
+                    e,
+                );
+                return self.after_failed_create(target, plan, failure).await;
+            }
+        };
+        target.state.index.insert(Summary::from_info(&info)).await;
+        drop(reservation);
+        Ok(info)
+    }
+
+    /// A create or clone failed: if the name is taken (another controller, or our own earlier
+    /// attempt that Heketi finished after all) use that volume; otherwise report the failure.
+    async fn after_failed_create(
+        &self,
+        target: &Target,
+        plan: &CreatePlan,
+        failure: Error,
+    ) -> Result<VolumeInfoResponse> {
+        let name_in_use =
+            matches!(&failure, Error::Heketi { source, .. } if source.is_name_in_use());
+        let outcome_unknown = matches!(
+            failure.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal
+        );
+        if !name_in_use && !outcome_unknown {
+            return Err(failure);
+        }
+        match self.lookup(target, &plan.heketi_name).await {
+            Ok((Some(info), _)) => {
+                tracing::info!(heketi_id = %info.id, "the volume exists after all");
+                self.reuse(target, plan, info).await
+            }
+            Ok((None, _)) if name_in_use => Err(Error::Aborted(format!(
+                "Heketi is still creating volume {} for {:?} (started by an earlier call); \
+                 retry later",
+                plan.heketi_name, plan.csi_name
+            ))),
+            Ok((None, _)) => Err(failure),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether the failed create left a volume");
+                Err(failure)
+            }
+        }
+    }
+
+    async fn make_clone(
+        &self,
+        target: &Target,
+        plan: &CreatePlan,
+        source: &str,
+    ) -> Result<VolumeInfoResponse> {
+        let missing = || Error::NotFound(format!("clone source volume {source:?} does not exist"));
+        let src = VolumeId::parse(source).ok_or_else(missing)?;
+        let src_backend = self.backends.canonical(&src.backend);
+        if src_backend != target.reference {
+            return Err(Error::invalid(format!(
+                "clone source volume {source:?} is on {src_backend}, not on {} where the \
+                 StorageClass creates volumes; clone within one Heketi",
+                target.reference
+            )));
+        }
+        let src_info = match target.client.volume_info(&src.heketi_id).await {
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => {
+                return Err(Error::heketi(
+                    format!("reading clone source {} on {}", src.heketi_id, target.url()),
+                    e,
+                ));
+            }
+        };
+        if plan.limit_bytes > 0 && src_info.size.saturating_mul(GIB) > plan.limit_bytes {
+            return Err(Error::OutOfRange(format!(
+                "the clone source is {} GiB, above limit_bytes {}; a clone is at least as large \
+                 as its source",
+                src_info.size, plan.limit_bytes
+            )));
+        }
+        let request = VolumeCloneRequest {
+            name: plan.heketi_name.clone(),
+        };
+        let clone = match target.client.volume_clone(&src.heketi_id, &request).await {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => {
+                let failure = Error::heketi(
+                    format!(
+                        "cloning volume {} as {} on {}",
+                        src.heketi_id,
+                        plan.heketi_name,
+                        target.url()
+                    ),
+                    e,
+                );
+                return self.after_failed_create(target, plan, failure).await;
+            }
+        };
+        target.state.index.insert(Summary::from_info(&clone)).await;
+        if clone.size >= plan.want_gib {
+            return Ok(clone);
+        }
+        match self.expand_to(target, &clone, plan.want_gib).await {
+            Ok(grown) => Ok(grown),
+            Err(e) => {
+                // Leave nothing behind: the clone is not what was asked for.
+                match target.client.volume_delete(&clone.id).await {
+                    Ok(()) => target.state.index.remove(&clone.id).await,
+                    Err(d) if d.is_not_found() => target.state.index.remove(&clone.id).await,
+                    Err(d) => tracing::error!(
+                        heketi_id = %clone.id,
+                        error = %d,
+                        "cannot delete the clone whose expansion failed; a retry finds it"
+                    ),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Grows `info` to `want_gib` (the caller holds a permit).
+    async fn expand_to(
+        &self,
+        target: &Target,
+        info: &VolumeInfoResponse,
+        want_gib: u64,
+    ) -> Result<VolumeInfoResponse> {
+        let delta = want_gib.saturating_sub(info.size);
+        let grown = target
+            .client
+            .volume_expand(&info.id, &VolumeExpandRequest { expand_size: delta })
+            .await
+            .map_err(|e| {
+                Error::heketi(
+                    format!(
+                        "expanding volume {} by {delta} GiB on {}",
+                        info.id,
+                        target.url()
+                    ),
+                    e,
+                )
+            })?;
+        target.state.index.insert(Summary::from_info(&grown)).await;
+        Ok(grown)
+    }
+
+    // ---- DeleteVolume ----
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id), err)]
+    async fn delete_volume(self: Arc<Self>, req: DeleteVolumeRequest) -> Result<()> {
+        if req.volume_id.is_empty() {
+            return Err(Error::invalid("volume_id is required"));
+        }
+        let Some(id) = VolumeId::parse(&req.volume_id) else {
+            tracing::info!("not a volume id of this driver; nothing to delete");
+            return Ok(());
+        };
+        let creds = Credentials::from_secrets(&req.secrets)?;
+        let guard = lock(
+            &self.locks,
+            &format!("volume/{}", req.volume_id),
+            &format!("volume {}", req.volume_id),
+        )?;
+        let target = self
+            .backends
+            .resolve(&id.backend, creds, no_default_for_volume)?;
+        detached(guard, async move {
+            let _permit = target.permit().await?;
+            match target.client.volume_delete(&id.heketi_id).await {
+                Ok(()) => tracing::info!(heketi_id = %id.heketi_id, "volume deleted"),
+                Err(e) if e.is_not_found() => {
+                    tracing::info!(heketi_id = %id.heketi_id, "volume already gone");
+                }
+                Err(e) => {
+                    return Err(Error::heketi(
+                        format!("deleting volume {} on {}", id.heketi_id, target.url()),
+                        e,
+                    ));
+                }
+            }
+            target.state.index.remove(&id.heketi_id).await;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- ControllerExpandVolume ----
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id), err)]
+    async fn expand_volume(self: Arc<Self>, req: ControllerExpandVolumeRequest) -> Result<i64> {
+        if req.volume_id.is_empty() {
+            return Err(Error::invalid("volume_id is required"));
+        }
+        let range = req
+            .capacity_range
+            .ok_or_else(|| Error::invalid("capacity_range is required"))?;
+        let want_gib = sizes::round_up_gib(range.required_bytes, range.limit_bytes, None)?;
+        if let Some(why) = req.volume_capability.as_ref().and_then(unsupported) {
+            return Err(Error::invalid(format!("volume_capability: {why}")));
+        }
+        let id = parse_existing_id(&req.volume_id)?;
+        let creds = Credentials::from_secrets(&req.secrets)?;
+        let guard = lock(
+            &self.locks,
+            &format!("volume/{}", req.volume_id),
+            &format!("volume {}", req.volume_id),
+        )?;
+        let target = self
+            .backends
+            .resolve(&id.backend, creds, no_default_for_volume)?;
+        let this = Arc::clone(&self);
+        detached(guard, async move {
+            let info = this.read_volume(&target, &id).await?;
+            if info.size >= want_gib {
+                tracing::info!(size_gib = info.size, want_gib, "already large enough");
+                return Ok(gib_to_bytes(info.size));
+            }
+            let _permit = target.permit().await?;
+            let grown = this.expand_to(&target, &info, want_gib).await?;
+            tracing::info!(from_gib = info.size, to_gib = grown.size, "volume expanded");
+            Ok(gib_to_bytes(grown.size))
+        })
+        .await
+    }
+
+    /// The Heketi volume `id`; NOT_FOUND when Heketi does not know it.
+    async fn read_volume(&self, target: &Target, id: &VolumeId) -> Result<VolumeInfoResponse> {
+        match target.client.volume_info(&id.heketi_id).await {
+            Ok(i) => Ok(i),
+            Err(e) if e.is_not_found() => Err(Error::NotFound(format!(
+                "volume {} does not exist on {}",
+                id.heketi_id,
+                target.url()
+            ))),
+            Err(e) => Err(Error::heketi(
+                format!("reading volume {} on {}", id.heketi_id, target.url()),
+                e,
+            )),
+        }
+    }
+
+    // ---- ValidateVolumeCapabilities / ControllerGetVolume ----
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id), err)]
+    async fn validate(
+        self: Arc<Self>,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse> {
+        if req.volume_id.is_empty() {
+            return Err(Error::invalid("volume_id is required"));
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(Error::invalid("volume_capabilities must not be empty"));
+        }
+        let id = parse_existing_id(&req.volume_id)?;
+        let creds = Credentials::from_secrets(&req.secrets)?;
+        let target = self
+            .backends
+            .resolve(&id.backend, creds, no_default_for_volume)?;
+        self.read_volume(&target, &id).await?;
+        let refuse = |message: String| ValidateVolumeCapabilitiesResponse {
+            confirmed: None,
+            message,
+        };
+        if let Some(why) = req.volume_capabilities.iter().find_map(unsupported) {
+            return Ok(refuse(why));
+        }
+        if !req.mutable_parameters.is_empty() {
+            return Ok(refuse("mutable parameters are not supported".into()));
+        }
+        if let Err(e) = ClassParams::parse(&req.parameters) {
+            return Ok(refuse(e.to_string()));
+        }
+        Ok(ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: HashMap::new(),
+            }),
+            message: String::new(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id), err)]
+    async fn get_volume(
+        self: Arc<Self>,
+        req: ControllerGetVolumeRequest,
+    ) -> Result<ControllerGetVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(Error::invalid("volume_id is required"));
+        }
+        let id = parse_existing_id(&req.volume_id)?;
+        let target = self
+            .backends
+            .resolve(&id.backend, None, no_default_for_volume)?;
+        let info = self.read_volume(&target, &id).await?;
+        Ok(ControllerGetVolumeResponse {
+            volume: Some(Self::volume(&target.reference, &info, None)?),
+            status: Some(controller_get_volume_response::VolumeStatus::default()),
+        })
+    }
+
+    // ---- ListVolumes ----
+
+    #[tracing::instrument(skip_all, fields(max_entries = req.max_entries), err)]
+    async fn list_volumes(self: Arc<Self>, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
+        let max = usize::try_from(req.max_entries)
+            .map_err(|_| Error::invalid("max_entries must not be negative"))?;
+        let after = paging::decode(&req.starting_token)?;
+        if !self.backends.has_default() {
+            // Volumes of StorageClasses with their own resturl are not listed (there may be
+            // many Heketis); without a default backend there is nothing to list.
+            return Ok(ListVolumesResponse::default());
+        }
+        let target = self
+            .backends
+            .resolve(&BackendRef::Default, None, no_default_for_volume)?;
+        let (page, more) = target
+            .state
+            .index
+            .refreshed(&target.client, |vols| {
+                let start = match &after {
+                    Some(id) => Bound::Excluded(id.clone()),
+                    None => Bound::Unbounded,
+                };
+                let mut ours = vols
+                    .range((start, Bound::Unbounded))
+                    .map(|(_, s)| s)
+                    .filter(|s| names::is_driver_volume(&s.name));
+                let page: Vec<Summary> = match max {
+                    0 => ours.by_ref().cloned().collect(),
+                    n => ours.by_ref().take(n).cloned().collect(),
+                };
+                let more = ours.next().is_some();
+                (page, more)
+            })
+            .await?;
+        let next_token = match (more, page.last()) {
+            (true, Some(last)) => paging::encode(&last.id),
+            _ => String::new(),
+        };
+        let mut entries = Vec::with_capacity(page.len());
+        for s in page {
+            let volume_id = VolumeId::new(BackendRef::Default, &s.id)
+                .encode()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            entries.push(list_volumes_response::Entry {
+                volume: Some(Volume {
+                    capacity_bytes: gib_to_bytes(s.size_gib),
+                    volume_id,
+                    volume_context: s.context,
+                    content_source: None,
+                    accessible_topology: Vec::new(),
+                }),
+                status: None,
+            });
+        }
+        Ok(ListVolumesResponse {
+            entries,
+            next_token,
+        })
+    }
+
+    // ---- GetCapacity ----
+
+    #[tracing::instrument(skip_all, err)]
+    async fn get_capacity(self: Arc<Self>, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
+        if req
+            .volume_capabilities
+            .iter()
+            .any(|c| unsupported(c).is_some())
+        {
+            // CSI: capacity for capabilities the plugin cannot serve is zero.
+            return Ok(GetCapacityResponse::default());
+        }
+        let params = ClassParams::parse(&req.parameters)?;
+        // GetCapacity carries no secrets: use restuserkey, or what the backend already has.
+        // The only failure without secrets is an unread secretName: then there is nothing to
+        // add and the backend's own (or remembered) credentials are used.
+        let creds = params.credentials(&HashMap::new()).unwrap_or_default();
+        let target = self
+            .backends
+            .resolve(&params.backend(), creds, no_default_for_class)?;
+        let free_kib = self.free_kib(&target, &params.clusters).await?;
+        let available = params.volume_type.usable(free_kib.saturating_mul(1024));
+        Ok(GetCapacityResponse {
+            available_capacity: i64::try_from(available).unwrap_or(i64::MAX),
+            maximum_volume_size: None,
+            minimum_volume_size: Some(gib_to_bytes(sizes::DEFAULT_GIB)),
+        })
+    }
+
+    /// Free KiB over the online devices of the online nodes of the file clusters (all, or the
+    /// ones of `clusterid`).
+    async fn free_kib(&self, target: &Target, only: &[String]) -> Result<u64> {
+        let client = &target.client;
+        let ctx = |what: String| format!("{what} on {}", target.url());
+        let clusters = if only.is_empty() {
+            client
+                .cluster_list()
+                .await
+                .map_err(|e| Error::heketi(ctx("listing clusters".into()), e))?
+                .clusters
+        } else {
+            only.to_vec()
+        };
+        let mut free = 0u64;
+        for cid in clusters {
+            let cluster = match client.cluster_info(&cid).await {
+                Ok(c) => c,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(Error::heketi(ctx(format!("reading cluster {cid}")), e)),
+            };
+            if !cluster.file {
+                continue;
+            }
+            for nid in &cluster.nodes {
+                let node = match client.node_info(nid).await {
+                    Ok(n) => n,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(Error::heketi(ctx(format!("reading node {nid}")), e)),
+                };
+                if node.state != EntryState::Online {
+                    continue;
+                }
+                free = node
+                    .devices
+                    .iter()
+                    .filter(|d| d.state == EntryState::Online)
+                    .fold(free, |acc, d| acc.saturating_add(d.storage.free));
+            }
+        }
+        Ok(free)
+    }
+}
+
+fn respond<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
 #[tonic::async_trait]
-impl Controller for ControllerService {}
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> std::result::Result<Response<CreateVolumeResponse>, Status> {
+        let r = Arc::clone(&self.inner)
+            .create_volume(request.into_inner())
+            .await
+            .map(|v| CreateVolumeResponse { volume: Some(v) });
+        respond(r)
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> std::result::Result<Response<DeleteVolumeResponse>, Status> {
+        let r = Arc::clone(&self.inner)
+            .delete_volume(request.into_inner())
+            .await
+            .map(|()| DeleteVolumeResponse {});
+        respond(r)
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> std::result::Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        respond(Arc::clone(&self.inner).validate(request.into_inner()).await)
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> std::result::Result<Response<ListVolumesResponse>, Status> {
+        respond(
+            Arc::clone(&self.inner)
+                .list_volumes(request.into_inner())
+                .await,
+        )
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> std::result::Result<Response<GetCapacityResponse>, Status> {
+        respond(
+            Arc::clone(&self.inner)
+                .get_capacity(request.into_inner())
+                .await,
+        )
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> std::result::Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: *t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> std::result::Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let r = Arc::clone(&self.inner)
+            .expand_volume(request.into_inner())
+            .await
+            .map(|capacity_bytes| ControllerExpandVolumeResponse {
+                capacity_bytes,
+                node_expansion_required: false,
+            });
+        respond(r)
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> std::result::Result<Response<ControllerGetVolumeResponse>, Status> {
+        respond(
+            Arc::clone(&self.inner)
+                .get_volume(request.into_inner())
+                .await,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use csi_proto::v1::volume_capability::{AccessMode, BlockVolume, MountVolume};
+
+    use super::*;
+
+    fn cap(mode: Mode, block: bool) -> VolumeCapability {
+        VolumeCapability {
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+            access_type: Some(if block {
+                AccessType::Block(BlockVolume {})
+            } else {
+                AccessType::Mount(MountVolume::default())
+            }),
+        }
+    }
+
+    #[test]
+    fn every_mount_access_mode_is_served_and_block_is_not() {
+        for mode in [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::MultiNodeReaderOnly,
+            Mode::MultiNodeSingleWriter,
+            Mode::MultiNodeMultiWriter,
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+        ] {
+            assert_eq!(unsupported(&cap(mode, false)), None, "{mode:?}");
+            assert!(
+                unsupported(&cap(mode, true)).is_some_and(|m| m.contains("block")),
+                "{mode:?}"
+            );
+        }
+        assert!(unsupported(&cap(Mode::Unknown, false)).is_some());
+        assert!(
+            unsupported(&VolumeCapability {
+                access_mode: Some(AccessMode {
+                    mode: Mode::SingleNodeWriter as i32
+                }),
+                access_type: None,
+            })
+            .is_some()
+        );
+        assert!(check_capabilities(&[]).is_err());
+        assert!(check_capabilities(&[cap(Mode::MultiNodeMultiWriter, false)]).is_ok());
+    }
+
+    #[test]
+    fn advertised_capabilities() {
+        assert!(!CAPABILITIES.contains(&rpc::Type::PublishUnpublishVolume));
+        assert_eq!(CAPABILITIES.len(), 7);
+    }
+
+    #[test]
+    fn unparsable_ids_are_not_found() {
+        let e = parse_existing_id("fake-vol-id-xxxxxxxxxx").expect_err("garbage");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+}

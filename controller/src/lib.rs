@@ -3,8 +3,18 @@
 //!
 //! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
 
+pub mod backend;
 pub mod config;
+pub mod controller;
+pub mod error;
+pub mod gid;
 pub mod identity;
+pub mod index;
+pub mod names;
+pub mod paging;
+pub mod params;
+pub mod sizes;
+pub mod volume_id;
 
 pub use config::{Args, Config};
 
@@ -50,5 +60,3 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await?;
     Ok(())
 }
-
-pub mod controller;

@@ -1,0 +1,235 @@
+//! The CSI volume id: versioned, at most 128 bytes, self-contained.
+//!
+//! DeleteVolume, ControllerExpandVolume, ValidateVolumeCapabilities and ControllerGetVolume get
+//! no StorageClass parameters, so the id alone says which Heketi holds the volume and which
+//! volume it is, even after the StorageClass was edited or deleted:
+//!
+//! ```text
+//! 1:<heketi volume id>                 volume on the controller's default backend (--heketi-url)
+//! 1:<heketi volume id>:h<base64url>    volume on http://<decoded>
+//! 1:<heketi volume id>:s<base64url>    volume on https://<decoded>
+//! ```
+//!
+//! `1` is the format version; the Heketi id is 32 lowercase hex characters; the URL after its
+//! scheme is base64url without padding, so the id holds only `[A-Za-z0-9_:-]`. A URL longer than
+//! [`MAX_URL_REST`] bytes after the scheme does not fit: CreateVolume refuses such a `resturl`
+//! before creating anything. Anything that does not parse names no volume of ours.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Longest CSI volume id (CSI spec).
+pub const MAX_ID_LEN: usize = 128;
+/// Length of a Heketi id.
+pub const HEKETI_ID_LEN: usize = 32;
+/// Longest URL (without `http://`/`https://`) that fits in an id.
+pub const MAX_URL_REST: usize = (MAX_ID_LEN - 2 - HEKETI_ID_LEN - 2) / 4 * 3;
+
+const VERSION: &str = "1";
+
+/// Which Heketi holds a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendRef {
+    /// The controller's default backend (`--heketi-url`), whatever its URL is today.
+    Default,
+    /// A Heketi named by URL (`resturl`), without a trailing slash.
+    Url(String),
+}
+
+impl std::fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("the default backend"),
+            Self::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// A parsed volume id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeId {
+    /// Where the volume lives.
+    pub backend: BackendRef,
+    /// Heketi's id of the volume (lowercase hex).
+    pub heketi_id: String,
+}
+
+/// A `resturl` too long to be encoded in a volume id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "resturl {url:?} is too long to be recorded in the CSI volume id (at most {MAX_URL_REST} \
+     characters after http:// or https://); use a shorter address for Heketi, e.g. a Service \
+     name or an IP address"
+)]
+pub struct UrlTooLong {
+    /// The URL.
+    pub url: String,
+}
+
+impl VolumeId {
+    /// An id for `heketi_id` on `backend`.
+    pub fn new(backend: BackendRef, heketi_id: &str) -> Self {
+        Self {
+            backend,
+            heketi_id: heketi_id.to_ascii_lowercase(),
+        }
+    }
+
+    /// Whether `backend` can be written into an id at all.
+    pub fn check_backend(backend: &BackendRef) -> Result<(), UrlTooLong> {
+        Self::new(backend.clone(), &"0".repeat(HEKETI_ID_LEN))
+            .encode()
+            .map(|_| ())
+    }
+
+    /// The id string.
+    pub fn encode(&self) -> Result<String, UrlTooLong> {
+        let mut out = format!("{VERSION}:{}", self.heketi_id);
+        if let BackendRef::Url(url) = &self.backend {
+            let (tag, rest) = if let Some(rest) = url.strip_prefix("http://") {
+                ('h', rest)
+            } else if let Some(rest) = url.strip_prefix("https://") {
+                ('s', rest)
+            } else {
+                return Err(UrlTooLong { url: url.clone() });
+            };
+            if rest.len() > MAX_URL_REST {
+                return Err(UrlTooLong { url: url.clone() });
+            }
+            out.push(':');
+            out.push(tag);
+            out.push_str(&URL_SAFE_NO_PAD.encode(rest));
+        }
+        if out.len() > MAX_ID_LEN {
+            return Err(UrlTooLong {
+                url: self.backend.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Parses an id; `None` when it is not one of ours (such an id names no volume).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() > MAX_ID_LEN {
+            return None;
+        }
+        let mut parts = s.split(':');
+        if parts.next()? != VERSION {
+            return None;
+        }
+        let id = parts.next()?;
+        if id.len() != HEKETI_ID_LEN
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let backend = match parts.next() {
+            None => BackendRef::Default,
+            Some(b) => {
+                let (scheme, rest) = match b.split_at_checked(1)? {
+                    ("h", rest) => ("http://", rest),
+                    ("s", rest) => ("https://", rest),
+                    _ => return None,
+                };
+                let raw = URL_SAFE_NO_PAD.decode(rest).ok()?;
+                let rest = String::from_utf8(raw).ok()?;
+                if rest.is_empty() || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return None;
+                }
+                BackendRef::Url(format!("{scheme}{rest}"))
+            }
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            backend,
+            heketi_id: id.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn round_trip() {
+        for backend in [
+            BackendRef::Default,
+            BackendRef::Url("http://heketi.storage.svc:8080".into()),
+            BackendRef::Url("https://10.0.0.1:8443/heketi".into()),
+            BackendRef::Url(format!("http://{}", "a".repeat(MAX_URL_REST))),
+        ] {
+            let id = VolumeId::new(backend.clone(), ID);
+            let s = id.encode().expect("fits");
+            assert!(s.len() <= MAX_ID_LEN, "{s}");
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_')),
+                "{s}"
+            );
+            assert_eq!(VolumeId::parse(&s), Some(id), "{s}");
+        }
+        assert_eq!(
+            VolumeId::new(BackendRef::Default, ID).encode().ok(),
+            Some(format!("1:{ID}"))
+        );
+    }
+
+    #[test]
+    fn upper_case_heketi_ids_are_normalised() {
+        let id = VolumeId::new(BackendRef::Default, &ID.to_ascii_uppercase());
+        assert_eq!(id.heketi_id, ID);
+    }
+
+    #[test]
+    fn longest_url_fills_the_id_exactly_or_less() {
+        let url = format!("https://{}", "x".repeat(MAX_URL_REST));
+        let s = VolumeId::new(BackendRef::Url(url), ID)
+            .encode()
+            .expect("fits");
+        assert!(s.len() <= MAX_ID_LEN);
+        const { assert!(MAX_URL_REST >= 60, "room for realistic service URLs") };
+    }
+
+    #[test]
+    fn too_long_url_is_refused_with_advice() {
+        let url = format!("http://{}", "a".repeat(MAX_URL_REST + 1));
+        let e = VolumeId::new(BackendRef::Url(url.clone()), ID)
+            .encode()
+            .expect_err("too long");
+        assert!(e.to_string().contains("resturl"));
+        assert!(VolumeId::check_backend(&BackendRef::Url(url)).is_err());
+        assert!(VolumeId::check_backend(&BackendRef::Default).is_ok());
+    }
+
+    #[test]
+    fn garbage_does_not_parse() {
+        let long = format!("1:{ID}:h{}", "a".repeat(200));
+        for s in [
+            "",
+            "fake-vol-id-xxxxxxxxxx",
+            "1",
+            "1:",
+            "2:0123456789abcdef0123456789abcdef",
+            "1:0123456789abcdef0123456789abcde",
+            "1:0123456789abcdef0123456789abcdef0",
+            "1:0123456789ABCDEF0123456789ABCDEF",
+            "1:0123456789abcdef0123456789abcdeg",
+            "1:0123456789abcdef0123456789abcdef:",
+            "1:0123456789abcdef0123456789abcdef:x",
+            "1:0123456789abcdef0123456789abcdef:h",
+            "1:0123456789abcdef0123456789abcdef:h!!",
+            "1:0123456789abcdef0123456789abcdef:aGVrZXRp:more",
+            "1:0123456789abcdef0123456789abcdef:hICA", // "   "
+            &long,
+        ] {
+            assert_eq!(VolumeId::parse(s), None, "{s:?}");
+        }
+    }
+}
