@@ -67,8 +67,10 @@ impl App {
         let queue = Arc::clone(&self.queue);
         let qid = id.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let result = op.await;
+            // Free the slot before the result can be read, so a client that saw the end of
+            // one operation may start the next.
+            drop(slot);
             if let Err(e) = &result {
                 tracing::warn!(queue_id = %qid, error = %e, "operation failed");
             }
