@@ -10,6 +10,8 @@ pub mod error;
 pub mod gid;
 pub mod identity;
 pub mod index;
+pub mod kube;
+pub mod migrate;
 pub mod names;
 pub mod paging;
 pub mod params;
