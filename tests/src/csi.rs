@@ -67,7 +67,8 @@ pub fn start_controller(
     daemon::spawn(CONTROLLER_ROLE, &argv, log, journal, false)
 }
 
-/// Starts the node plugin on `socket` in a new pid namespace. Returns the `unshare` child and the
+/// Starts the node plugin on `socket` in a new pid namespace, with its own state (mount records,
+/// client logs) in `STATE/node-plugin`. Returns the `unshare` child and the
 /// host pid of the plugin itself (recorded in `STATE/node-plugin.pid` and in the journal).
 pub async fn start_node(
     bin: &Path,
@@ -90,6 +91,8 @@ pub async fn start_node(
         endpoint(socket),
         "--node-id".into(),
         node_id.into(),
+        "--state-dir".into(),
+        state_dir.join("node-plugin").display().to_string(),
         "--driver-name".into(),
         DRIVER_NAME.into(),
     ];

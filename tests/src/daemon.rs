@@ -17,6 +17,17 @@ use crate::cmd;
 use crate::journal::{Entry, Journal};
 use crate::procs;
 
+/// Environment variables passed on to the testbed's processes; everything else is dropped.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
 /// Starts `argv` with stdout and stderr appended to `log`, and journals it under `role`.
 pub fn spawn<S: AsRef<OsStr>>(
     role: &str,
@@ -32,7 +43,17 @@ pub fn spawn<S: AsRef<OsStr>>(
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    // A clean environment: settings of the caller's shell (e.g. a sourced testbed.env of another
+    // testbed, whose names double as the binaries' env fallbacks) must not leak in.
+    command.env_clear();
+    for key in KEPT_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            command.env(key, v);
+        }
+    }
+    let child = command
+        .env("NO_COLOR", "1")
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)

@@ -250,8 +250,9 @@ impl Testbed {
             self.heketi = Some(layout);
             self.start_heketi().await?;
             step("heketi-server answering");
-            if let Some(layout) = &self.heketi {
-                heketi::load_topology(layout, &self.heketi_key, &self.hosts)
+            if self.heketi.is_some() {
+                let client = self.heketi_client()?;
+                heketi::load_topology(&client, &self.hosts)
                     .await
                     .context("loading the topology into heketi-server")?;
                 step("topology loaded");
@@ -401,6 +402,15 @@ impl Testbed {
     /// heketi-server's listening address, when it is part of the testbed.
     pub fn heketi_url(&self) -> Option<String> {
         self.heketi.as_ref().map(HeketiLayout::url)
+    }
+
+    /// A heketi-client for heketi-server, signed as `admin`.
+    pub fn heketi_client(&self) -> Result<heketi_client::Client> {
+        let layout = self
+            .heketi
+            .as_ref()
+            .context("heketi-server is not part of this testbed")?;
+        heketi::admin_client(layout, &self.heketi_key)
     }
 
     /// Starts heketi-server (again) on its address and state directory, and waits for `/hello`.
