@@ -23,9 +23,9 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+pub use libtest_mimic::{Arguments, Failed, Trial};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::journal;
@@ -80,6 +80,24 @@ where
 {
     let tb = Arc::clone(tb);
     Trial::test(name, move || {
+        block_on(check(tb)).map_err(|e| Failed::from(format!("{e:#}")))
+    })
+}
+
+/// Held by [`exclusive_trial`]s while they run.
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+/// Like [`trial`], but never runs at the same time as another exclusive trial of the binary: for
+/// checks that stop and restart shared services (heketi-server, the controller, the node
+/// plugin) or otherwise disturb the testbed.
+pub fn exclusive_trial<F, Fut>(name: impl Into<String>, tb: &Arc<Testbed>, check: F) -> Trial
+where
+    F: FnOnce(Arc<Testbed>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let tb = Arc::clone(tb);
+    Trial::test(name, move || {
+        let _guard = EXCLUSIVE.lock().unwrap_or_else(PoisonError::into_inner);
         block_on(check(tb)).map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
