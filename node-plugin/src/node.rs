@@ -47,6 +47,8 @@ use crate::spawn::ClientLauncher;
 
 /// How long NodeGetVolumeStats (and the health checks of stage/publish) wait for `statvfs`.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dead client's leftover processes get to exit before a remount.
+const STALE_CLIENT_WAIT: Duration = Duration::from_secs(3);
 /// Lines of the client log quoted in a mount error.
 const LOG_TAIL_LINES: usize = 5;
 
@@ -258,6 +260,7 @@ impl NodeService {
         if let Some(dir) = log.parent() {
             mounter::create_dir(dir).await?;
         }
+        crate::spawn::retire_stale_clients(staging, STALE_CLIENT_WAIT).await;
         let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let auto = self.auto_unmount.load(Ordering::Relaxed) && !flags.has_key("auto_unmount");
         let source = ctx.source();
@@ -270,7 +273,7 @@ impl NodeService {
             return Ok(());
         }
         let last = if auto {
-            mounter::unmount_all(staging).await?;
+            self.clean_failed_mount(staging).await;
             let opts = options::stage_options(ctx, flags, &log, false);
             let second = self
                 .launcher
@@ -287,6 +290,7 @@ impl NodeService {
         } else {
             first
         };
+        self.clean_failed_mount(staging).await;
         let tail = log_tail(&log, log_start, LOG_TAIL_LINES);
         Err(Error::Mount {
             source_spec: source,
@@ -307,6 +311,15 @@ impl NodeService {
                 },
             ),
         })
+    }
+
+    /// After a failed mount: lets the client of the attempt exit (it unmounts what it mounted
+    /// when it gives up), then removes any mount it left behind.
+    async fn clean_failed_mount(&self, staging: &Path) {
+        crate::spawn::retire_stale_clients(staging, STALE_CLIENT_WAIT).await;
+        if let Err(e) = mounter::unmount_all(staging).await {
+            tracing::warn!(error = %e, "cannot remove what a failed mount left behind");
+        }
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<(), Error> {

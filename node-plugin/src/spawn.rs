@@ -369,6 +369,33 @@ pub fn client_pids(mount_point: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Before a path is mounted again: waits up to `wait` for `glusterfs` processes of an earlier
+/// mount of `mount_point` to exit, then kills those left. With `auto_unmount`, a dead client's
+/// watcher unmounts the mount point by path; were it still running, it could unmount the new
+/// mount. Call only when nothing is mounted at `mount_point`.
+pub async fn retire_stale_clients(mount_point: &Path, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = client_pids(mount_point);
+        if left.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for pid in left {
+                tracing::warn!(pid, mount_point = %mount_point.display(), "killing a stale Gluster client");
+                if let Ok(raw) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(raw),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

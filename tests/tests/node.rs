@@ -1,0 +1,1341 @@
+//! The node plugin against real Gluster: FUSE mounts made through the CSI Node service.
+//!
+//! Each trial creates its own replica-3 Gluster volume with the gluster CLI (no controller
+//! involved: the volume context alone is enough, as for a static PV) and runs its own
+//! `gluster-csi-node` the way the DaemonSet runs it: in the host's PID namespace (`hostPID`), in
+//! a cgroup of its own standing for the container, with `--fuse-cgroup` pointing at another
+//! cgroup. Stopping "the container" kills every process of its cgroup at once (`cgroup.kill`),
+//! which is what runc does to a container that shares the host's PID namespace.
+//!
+//! Why not a PID namespace of its own: no process can move a child out of its PID namespace
+//! (`setns` to an ancestor namespace is refused), so with that model no FUSE client can outlive
+//! the plugin. See `node-plugin/src/spawn.rs`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use csi_proto::v1::node_client::NodeClient;
+use csi_proto::v1::volume_capability::access_mode::Mode;
+use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume};
+use csi_proto::v1::{
+    NodeGetCapabilitiesRequest, NodeGetInfoRequest, NodeGetVolumeStatsRequest,
+    NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeStageVolumeRequest,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, volume_usage,
+};
+use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness, procs};
+use tonic::transport::Channel;
+
+/// Limit on any single step of a test, so that a hung mount fails the trial instead of hanging
+/// the run. Not an assertion about speed.
+const STEP: Duration = Duration::from_secs(90);
+
+fn main() {
+    let opts = TestbedOptions::gluster_only(harness::state_dir_for("node"), 3);
+    harness::run(opts, |tb| {
+        vec![
+            harness::trial("info_and_capabilities", &tb, info_and_capabilities),
+            harness::trial(
+                "stage_and_two_publishes_share_one_client_outside_the_plugin_cgroup",
+                &tb,
+                stage_and_two_publishes_share_one_client,
+            ),
+            harness::trial(
+                "read_only_publish_refuses_writes",
+                &tb,
+                read_only_publish_refuses_writes,
+            ),
+            harness::trial(
+                "stats_equal_df_and_unknown_paths_are_not_found",
+                &tb,
+                stats_equal_df,
+            ),
+            harness::trial(
+                "stage_and_publish_are_idempotent_ten_times",
+                &tb,
+                stage_and_publish_are_idempotent,
+            ),
+            harness::trial(
+                "plugin_kill_leaves_mounts_serving_and_a_new_plugin_adopts_them",
+                &tb,
+                plugin_kill_leaves_mounts_serving,
+            ),
+            harness::trial(
+                "without_fuse_cgroup_a_plugin_kill_takes_the_client_down_and_stage_repairs",
+                &tb,
+                without_fuse_cgroup_the_client_dies,
+            ),
+            harness::trial(
+                "killed_client_is_abnormal_and_repaired_by_stage_and_publish",
+                &tb,
+                killed_client_is_repaired,
+            ),
+            harness::trial(
+                "single_writer_second_publish_is_failed_precondition",
+                &tb,
+                single_writer_second_publish,
+            ),
+            harness::trial(
+                "bad_requests_and_failed_mounts_are_reported",
+                &tb,
+                bad_requests,
+            ),
+        ]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plugin "pod"
+
+/// The unified (v2) cgroup hierarchy's mount point and this process's cgroup in it.
+fn own_cgroup2_dir() -> Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let root = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next() == Some("cgroup2"))
+                .then(|| pre.split(' ').nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .context(
+            "no cgroup2 file system is mounted: the node tests stop the plugin the way runc \
+             does, by killing its cgroup, and need the unified cgroup hierarchy",
+        )?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("/proc/self/cgroup has no cgroup v2 line")?;
+    Ok(root.join(rel.trim_start_matches('/')))
+}
+
+/// Every process of a cgroup.
+fn cgroup_pids(cg: &Path) -> Vec<u32> {
+    std::fs::read_to_string(cg.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process of a cgroup at once and waits until it is empty.
+async fn kill_cgroup(cg: &Path) -> Result<()> {
+    if !cg.exists() {
+        return Ok(());
+    }
+    if std::fs::write(cg.join("cgroup.kill"), "1").is_err() {
+        // Kernels before 5.14 have no cgroup.kill.
+        for pid in cgroup_pids(cg) {
+            procs::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    for _ in 0..200 {
+        if cgroup_pids(cg).is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "processes of {} survived SIGKILL: {:?}",
+        cg.display(),
+        cgroup_pids(cg)
+    )
+}
+
+/// A node plugin run like the DaemonSet's container.
+struct Pod {
+    name: String,
+    dir: PathBuf,
+    kubelet: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    pod_cgroup: PathBuf,
+    fuse_cgroup: PathBuf,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl Pod {
+    /// Creates the pod's directories and cgroups and starts the plugin (with or without
+    /// `--fuse-cgroup`).
+    async fn start(tb: &Testbed, name: &str, fuse_cgroup: bool) -> Result<Pod> {
+        let dir = tb.scratch_dir(name)?;
+        let base = own_cgroup2_dir()?;
+        let tag = format!("gcsi-nodetest-{}-{name}", std::process::id());
+        let pod = Pod {
+            name: name.to_owned(),
+            kubelet: dir.join("kubelet"),
+            socket: dir.join("csi.sock"),
+            state: dir.join("state"),
+            pod_cgroup: base.join(format!("{tag}-pod")),
+            fuse_cgroup: base.join(format!("{tag}-fuse")),
+            dir,
+            child: Mutex::new(None),
+        };
+        std::fs::create_dir_all(&pod.kubelet)?;
+        std::fs::create_dir_all(&pod.pod_cgroup)
+            .with_context(|| format!("cannot create cgroup {}", pod.pod_cgroup.display()))?;
+        pod.start_plugin(fuse_cgroup).await?;
+        Ok(pod)
+    }
+
+    /// Starts a plugin process in the pod cgroup and waits for its socket.
+    async fn start_plugin(&self, fuse_cgroup: bool) -> Result<()> {
+        let bin = bin_path("gluster-csi-node")?;
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("plugin.log"))?;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("--endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--node-id")
+            .arg(format!("node-{}", self.name))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--kubelet-dir")
+            .arg(&self.kubelet)
+            .env("RUST_LOG", "info,gluster_csi_node=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if fuse_cgroup {
+            cmd.arg("--fuse-cgroup").arg(&self.fuse_cgroup);
+        }
+        let child = cmd.spawn().context("cannot start gluster-csi-node")?;
+        // Into the "container" cgroup before it can receive a call (and so fork a mount).
+        std::fs::write(self.pod_cgroup.join("cgroup.procs"), child.id().to_string())
+            .context("cannot move the plugin into its pod cgroup")?;
+        if let Ok(mut c) = self.child.lock() {
+            *c = Some(child);
+        }
+        for _ in 0..300 {
+            if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "the plugin did not listen on {}; log:\n{}",
+            self.socket.display(),
+            self.log()
+        )
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("plugin.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn plugin_pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(std::process::Child::id)
+    }
+
+    /// Stops the "container": SIGKILL to every process of its cgroup at once.
+    async fn kill(&self) -> Result<()> {
+        kill_cgroup(&self.pod_cgroup).await?;
+        if let Ok(mut c) = self.child.lock()
+            && let Some(mut child) = c.take()
+        {
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<NodeClient<Channel>> {
+        Ok(NodeClient::connect(format!("unix://{}", self.socket.display())).await?)
+    }
+
+    fn staging(&self, volume: &str) -> PathBuf {
+        self.kubelet
+            .join("plugins/kubernetes.io/csi/gluster.heketi.csi")
+            .join(volume)
+            .join("globalmount")
+    }
+
+    fn target(&self, volume: &str, pod: &str) -> PathBuf {
+        self.kubelet
+            .join("pods")
+            .join(pod)
+            .join("volumes/kubernetes.io~csi")
+            .join(volume)
+            .join("mount")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // Best effort: the testbed's teardown unmounts and kills whatever is left under its
+        // state directory; here only the cgroups are ours to remove.
+        for cg in [&self.pod_cgroup, &self.fuse_cgroup] {
+            if cg.exists() {
+                let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if cgroup_pids(cg).is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = std::fs::remove_dir(cg);
+            }
+        }
+        if let Ok(mut c) = self.child.lock()
+            && let Some(mut child) = c.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gluster, processes, mounts
+
+/// Creates and starts replica-3 volume `name` across the three hosts.
+async fn create_volume(tb: &Testbed, name: &str) -> Result<()> {
+    let bricks: Vec<String> = tb
+        .hosts()
+        .iter()
+        .map(|h| format!("{}:{}", h.address, h.brick_root.join(name).display()))
+        .collect();
+    let mut args = vec!["volume", "create", name, "replica", "3"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    tb.gluster(0, &args).await?;
+    tb.gluster(0, &["volume", "start", name]).await?;
+    Ok(())
+}
+
+/// Runs a command (argv, no shell) with the step limit.
+async fn run(argv: &[&str]) -> Result<()> {
+    let (program, args) = argv.split_first().context("empty argv")?;
+    let out = tokio::time::timeout(
+        STEP,
+        tokio::process::Command::new(program).args(args).output(),
+    )
+    .await
+    .with_context(|| format!("{argv:?} hung"))??;
+    ensure!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Creates and starts replica-3 volume `name` whose bricks are on small tmpfs mounts of their
+/// own, so that its `statfs` numbers move only with what the test writes (bricks on the host's
+/// file system would follow everything else on the machine). The tmpfs mounts are made in each
+/// host's glusterd mount namespace, where the brick processes run.
+async fn create_volume_on_tmpfs(tb: &Testbed, name: &str) -> Result<Vec<(String, PathBuf)>> {
+    let scratch = tb.scratch_dir(&format!("{name}-bricks"))?;
+    let mut mounts = Vec::new();
+    let mut bricks = Vec::new();
+    for h in tb.hosts() {
+        let pid = std::fs::read_to_string(h.run_dir.join("glusterd.pid"))?
+            .trim()
+            .to_owned();
+        let dir = scratch.join(&h.name);
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display().to_string();
+        run(&[
+            "nsenter", "--target", &pid, "--mount", "--", "mount", "-t", "tmpfs", "-o", "size=64m",
+            "tmpfs", &d,
+        ])
+        .await?;
+        mounts.push((pid, dir.clone()));
+        bricks.push(format!("{}:{}/brick", h.address, d));
+    }
+    let mut args = vec!["volume", "create", name, "replica", "3"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    tb.gluster(0, &args).await?;
+    tb.gluster(0, &["volume", "start", name]).await?;
+    Ok(mounts)
+}
+
+/// Stops and deletes volume `name` and unmounts its tmpfs bricks.
+async fn delete_tmpfs_volume(tb: &Testbed, name: &str, mounts: &[(String, PathBuf)]) -> Result<()> {
+    tb.gluster(0, &["volume", "stop", name]).await?;
+    tb.gluster(0, &["volume", "delete", name]).await?;
+    for (pid, dir) in mounts {
+        let d = dir.display().to_string();
+        run(&["nsenter", "--target", pid, "--mount", "--", "umount", &d]).await?;
+    }
+    Ok(())
+}
+
+/// The volume context a PV would carry: every host, the first being the primary.
+fn context(tb: &Testbed, volume: &str) -> HashMap<String, String> {
+    let servers: Vec<String> = tb.hosts().iter().map(|h| h.address.to_string()).collect();
+    HashMap::from([
+        ("glusterServers".to_owned(), servers.join(",")),
+        ("glusterVolume".to_owned(), volume.to_owned()),
+    ])
+}
+
+fn capability(mode: Mode, flags: &[&str]) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: String::new(),
+            mount_flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            volume_mount_group: String::new(),
+        })),
+    }
+}
+
+/// `glusterfs` processes whose mount point (last argument) is `mount_point`.
+fn gluster_processes(mount_point: &Path) -> Vec<u32> {
+    let want = mount_point.to_string_lossy().into_owned();
+    procs::all_pids()
+        .into_iter()
+        .filter(|p| {
+            let exe_ok = std::fs::read_link(format!("/proc/{p}/exe"))
+                .ok()
+                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .is_some_and(|n| n.starts_with("glusterfs"));
+            let last = std::fs::read(format!("/proc/{p}/cmdline"))
+                .ok()
+                .and_then(|c| {
+                    c.split(|b| *b == 0)
+                        .rfind(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                });
+            exe_ok && last.as_deref() == Some(want.as_str()) && procs::alive(*p)
+        })
+        .collect()
+}
+
+/// The FUSE servers among `pids`: those holding `/dev/fuse` open (the `auto_unmount` watcher
+/// does not).
+fn fuse_servers(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| {
+                    d.flatten().any(|e| {
+                        std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/fuse"))
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The one FUSE client serving `staging`.
+fn the_client(staging: &Path) -> Result<u32> {
+    let all = gluster_processes(staging);
+    let servers = fuse_servers(&all);
+    ensure!(
+        servers.len() == 1,
+        "expected exactly one glusterfs FUSE client for {}, found {servers:?} (all: {all:?})",
+        staging.display()
+    );
+    Ok(servers[0])
+}
+
+/// The mount at `path` (topmost), as (fstype, source, per-mount options, device).
+fn mount_at(path: &Path) -> Option<(String, String, String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            (pre.get(4) == Some(&want.as_str())).then(|| {
+                (
+                    post.first().copied().unwrap_or_default().to_owned(),
+                    post.get(1).copied().unwrap_or_default().to_owned(),
+                    pre.get(5).copied().unwrap_or_default().to_owned(),
+                    pre.get(2).copied().unwrap_or_default().to_owned(),
+                )
+            })
+        })
+        .next_back()
+}
+
+fn mounts_at(path: &Path) -> usize {
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs blocking file I/O with a limit (a dead mount can hang it).
+async fn io<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::time::timeout(STEP, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r.with_context(|| what.to_owned()),
+        Ok(Err(e)) => bail!("{what}: task failed: {e}"),
+        Err(_) => bail!("{what}: no answer within {STEP:?}"),
+    }
+}
+
+async fn write_file(path: PathBuf, data: &'static str) -> Result<()> {
+    let what = format!("write {}", path.display());
+    io(&what, move || std::fs::write(&path, data)).await
+}
+
+async fn read_file(path: PathBuf) -> Result<String> {
+    let what = format!("read {}", path.display());
+    io(&what, move || std::fs::read_to_string(&path)).await
+}
+
+async fn wait_gone(pid: u32) -> bool {
+    procs::wait_gone(&[pid], Duration::from_secs(20))
+        .await
+        .is_empty()
+}
+
+/// Runs one CSI call with the step limit.
+async fn call<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "{what}: no answer within {STEP:?}"
+        ))),
+    }
+}
+
+// Requests.
+
+struct Vol<'a> {
+    id: String,
+    name: String,
+    ctx: HashMap<String, String>,
+    pod: &'a Pod,
+}
+
+impl<'a> Vol<'a> {
+    async fn new(tb: &Testbed, pod: &'a Pod, name: &str) -> Result<Vol<'a>> {
+        create_volume(tb, name).await?;
+        Ok(Vol {
+            id: format!("static-{name}"),
+            name: name.to_owned(),
+            ctx: context(tb, name),
+            pod,
+        })
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.pod.staging(&self.name)
+    }
+
+    fn target(&self, pod: &str) -> PathBuf {
+        self.pod.target(&self.name, pod)
+    }
+
+    async fn stage(&self, c: &mut NodeClient<Channel>, mode: Mode) -> Result<(), tonic::Status> {
+        let req = NodeStageVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging().display().to_string(),
+            volume_capability: Some(capability(mode, &[])),
+            volume_context: self.ctx.clone(),
+            secrets: HashMap::from([("key".to_owned(), "not-logged-secret".to_owned())]),
+            ..Default::default()
+        };
+        call("NodeStageVolume", c.node_stage_volume(req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish(
+        &self,
+        c: &mut NodeClient<Channel>,
+        pod: &str,
+        mode: Mode,
+        readonly: bool,
+    ) -> Result<(), tonic::Status> {
+        let req = NodePublishVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging().display().to_string(),
+            target_path: self.target(pod).display().to_string(),
+            volume_capability: Some(capability(mode, &[])),
+            readonly,
+            volume_context: self.ctx.clone(),
+            ..Default::default()
+        };
+        call("NodePublishVolume", c.node_publish_volume(req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn unpublish(&self, c: &mut NodeClient<Channel>, pod: &str) -> Result<(), tonic::Status> {
+        let req = NodeUnpublishVolumeRequest {
+            volume_id: self.id.clone(),
+            target_path: self.target(pod).display().to_string(),
+        };
+        call("NodeUnpublishVolume", c.node_unpublish_volume(req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn unstage(&self, c: &mut NodeClient<Channel>) -> Result<(), tonic::Status> {
+        let req = NodeUnstageVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging().display().to_string(),
+        };
+        call("NodeUnstageVolume", c.node_unstage_volume(req))
+            .await
+            .map(|_| ())
+    }
+
+    async fn stats(
+        &self,
+        c: &mut NodeClient<Channel>,
+        path: &Path,
+    ) -> Result<NodeGetVolumeStatsResponse, tonic::Status> {
+        let req = NodeGetVolumeStatsRequest {
+            volume_id: self.id.clone(),
+            volume_path: path.display().to_string(),
+            staging_target_path: String::new(),
+        };
+        call("NodeGetVolumeStats", c.node_get_volume_stats(req)).await
+    }
+
+    /// Unpublishes `pods`, unstages, and checks that nothing is left: no mount, no directory,
+    /// no client process.
+    async fn clean_up(&self, c: &mut NodeClient<Channel>, pods: &[&str]) -> Result<()> {
+        let client = gluster_processes(&self.staging());
+        for p in pods {
+            self.unpublish(c, p).await?;
+        }
+        self.unstage(c).await?;
+        for p in pods {
+            let t = self.target(p);
+            ensure!(mounts_at(&t) == 0, "{} still mounted", t.display());
+            ensure!(!t.exists(), "{} still exists", t.display());
+        }
+        ensure!(mounts_at(&self.staging()) == 0, "staging still mounted");
+        ensure!(!self.staging().exists(), "staging directory still exists");
+        for pid in client {
+            ensure!(
+                wait_gone(pid).await,
+                "glusterfs process {pid} still runs after unstage"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn code(r: Result<(), tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(()) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trials
+
+async fn info_and_capabilities(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "info", true).await?;
+    let mut c = pod.client().await?;
+    let info = call("NodeGetInfo", c.node_get_info(NodeGetInfoRequest {})).await?;
+    ensure!(info.node_id == "node-info", "{info:?}");
+    ensure!(
+        info.max_volumes_per_node == 0 && info.accessible_topology.is_none(),
+        "{info:?}"
+    );
+    let caps = call(
+        "NodeGetCapabilities",
+        c.node_get_capabilities(NodeGetCapabilitiesRequest {}),
+    )
+    .await?;
+    use csi_proto::v1::node_service_capability::{Type, rpc};
+    let mut got: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| c.r#type.map(|Type::Rpc(r)| r.r#type))
+        .collect();
+    got.sort_unstable();
+    let want = vec![
+        rpc::Type::StageUnstageVolume as i32,
+        rpc::Type::GetVolumeStats as i32,
+        rpc::Type::VolumeCondition as i32,
+        rpc::Type::SingleNodeMultiWriter as i32,
+    ];
+    ensure!(got == want, "capabilities {got:?}, want {want:?}");
+    Ok(())
+}
+
+async fn stage_and_two_publishes_share_one_client(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "share", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npshare").await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "pod-a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "pod-b", Mode::MultiNodeMultiWriter, false)
+        .await?;
+
+    write_file(v.target("pod-a").join("hello.txt"), "written through pod-a").await?;
+    let back = read_file(v.target("pod-b").join("hello.txt")).await?;
+    ensure!(back == "written through pod-a", "read back {back:?}");
+
+    let (fstype, source, _, staging_dev) = mount_at(&v.staging()).context("staging mount")?;
+    ensure!(fstype == "fuse.glusterfs", "{fstype}");
+    ensure!(
+        source == format!("{}:/npshare", tb.hosts()[0].address),
+        "{source}"
+    );
+    for p in ["pod-a", "pod-b"] {
+        let (_, _, _, dev) = mount_at(&v.target(p)).context("target mount")?;
+        ensure!(
+            dev == staging_dev,
+            "{p} is not a bind mount of the staging mount"
+        );
+    }
+
+    let client = the_client(&v.staging())?;
+    // The primary is the first volfile server and is never repeated as a backup.
+    let cmdline = std::fs::read(format!("/proc/{client}/cmdline"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let servers: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--volfile-server="))
+        .collect();
+    let want: Vec<String> = tb.hosts().iter().map(|h| h.address.to_string()).collect();
+    ensure!(
+        servers == want,
+        "volfile servers {servers:?}, want {want:?}"
+    );
+    let log = pod.state.join("logs/npshare.log");
+    ensure!(
+        args.iter()
+            .any(|a| *a == format!("--log-file={}", log.display())),
+        "client log is not the per-volume log: {args:?}"
+    );
+    ensure!(args.iter().any(|a| a == "--log-level=ERROR"), "{args:?}");
+
+    // The client runs in the FUSE cgroup, not in the plugin's.
+    let cg = std::fs::read_to_string(format!("/proc/{client}/cgroup"))?;
+    let fuse_name = pod
+        .fuse_cgroup
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    ensure!(
+        cg.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(fuse_name)),
+        "client {client} is not in the FUSE cgroup: {cg}"
+    );
+    ensure!(!cgroup_pids(&pod.pod_cgroup).contains(&client));
+
+    v.clean_up(&mut c, &["pod-a", "pod-b"]).await?;
+    ensure!(!procs::alive(client), "client still runs after unstage");
+    Ok(())
+}
+
+async fn read_only_publish_refuses_writes(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "readonly", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npro").await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "writer", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "reader", Mode::MultiNodeMultiWriter, true)
+        .await?;
+    // An access mode that is read-only by itself also gives a read-only mount.
+    v.publish(&mut c, "ro-mode", Mode::MultiNodeReaderOnly, false)
+        .await?;
+
+    write_file(v.target("writer").join("f"), "data").await?;
+    for p in ["reader", "ro-mode"] {
+        let (_, _, opts, _) = mount_at(&v.target(p)).context("mounted")?;
+        ensure!(opts.split(',').any(|o| o == "ro"), "{p}: options {opts}");
+        let target = v.target(p).join("g");
+        let r = io("write to a read-only target", move || {
+            std::fs::write(&target, "x")
+        })
+        .await;
+        match r {
+            Err(e) => {
+                let errno = e
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error);
+                ensure!(
+                    errno == Some(libc_erofs()),
+                    "{p}: expected EROFS, got {e:#}"
+                );
+            }
+            Ok(()) => bail!("{p}: a write through a read-only publish succeeded"),
+        }
+        ensure!(read_file(v.target(p).join("f")).await? == "data");
+    }
+    // Publishing the same target again with another read-only setting is refused.
+    let again = v
+        .publish(&mut c, "reader", Mode::MultiNodeMultiWriter, false)
+        .await;
+    ensure!(code(again) == tonic::Code::AlreadyExists);
+    v.clean_up(&mut c, &["writer", "reader", "ro-mode"]).await
+}
+
+fn libc_erofs() -> i32 {
+    nix::errno::Errno::EROFS as i32
+}
+
+/// `df -B1` of `path`: size, used, avail, itotal, iused, iavail.
+async fn df(path: &Path) -> Result<[i64; 6]> {
+    let out = tokio::time::timeout(
+        STEP,
+        tokio::process::Command::new("df")
+            .arg("-B1")
+            .arg("--output=size,used,avail,itotal,iused,iavail")
+            .arg(path)
+            .output(),
+    )
+    .await
+    .context("df hung")??;
+    ensure!(
+        out.status.success(),
+        "df failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().nth(1).context("df printed no values")?;
+    let v: Vec<i64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    ensure!(v.len() == 6, "df: {line}");
+    Ok([v[0], v[1], v[2], v[3], v[4], v[5]])
+}
+
+async fn stats_equal_df(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "stats", true).await?;
+    let mut c = pod.client().await?;
+    let bricks = create_volume_on_tmpfs(&tb, "npstats").await?;
+    let v = Vol {
+        id: "static-npstats".into(),
+        name: "npstats".into(),
+        ctx: context(&tb, "npstats"),
+        pod: &pod,
+    };
+    v.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
+    v.publish(&mut c, "p", Mode::SingleNodeMultiWriter, false)
+        .await?;
+    let target = v.target("p");
+    let big = target.join("big");
+    io("write 4 MiB", move || {
+        std::fs::write(&big, vec![7u8; 4 << 20])
+    })
+    .await?;
+    let small = target.join("small");
+    io("create a file", move || std::fs::write(&small, b"s")).await?;
+
+    let before = df(&target).await?;
+    let s = v.stats(&mut c, &target).await?;
+    let after = df(&target).await?;
+    ensure!(
+        before == after,
+        "the volume changed under the test: {before:?} {after:?}"
+    );
+    let cond = s.volume_condition.clone().context("no volume condition")?;
+    ensure!(
+        !cond.abnormal,
+        "healthy mount reported abnormal: {}",
+        cond.message
+    );
+    let find = |unit: volume_usage::Unit| s.usage.iter().find(|u| u.unit == unit as i32).copied();
+    let bytes = find(volume_usage::Unit::Bytes).context("no byte usage")?;
+    let inodes = find(volume_usage::Unit::Inodes).context("no inode usage")?;
+    let csi = [
+        bytes.total,
+        bytes.used,
+        bytes.available,
+        inodes.total,
+        inodes.used,
+        inodes.available,
+    ];
+    ensure!(
+        csi == before,
+        "NodeGetVolumeStats {csi:?} differs from df {before:?}"
+    );
+    ensure!(
+        bytes.used >= 4 << 20,
+        "the 4 MiB written are not counted: {csi:?}"
+    );
+
+    // The staging path answers too; unknown paths and other volumes' paths are NOT_FOUND.
+    let staged = v.stats(&mut c, &v.staging()).await?;
+    ensure!(!staged.usage.is_empty());
+    let not_found = [
+        pod.kubelet.join("pods/none/mount"),
+        PathBuf::from("some/path"),
+        pod.kubelet.clone(),
+    ];
+    for p in not_found {
+        let r = v.stats(&mut c, &p).await.map(|_| ());
+        ensure!(code(r) == tonic::Code::NotFound, "{}", p.display());
+    }
+    let other = Vol {
+        id: "static-other".into(),
+        ..Vol::new(&tb, &pod, "npstats2").await?
+    };
+    other.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
+    let wrong = Vol {
+        id: other.id.clone(),
+        name: v.name.clone(),
+        ctx: v.ctx.clone(),
+        pod: &pod,
+    };
+    let r = wrong.stats(&mut c, &target).await.map(|_| ());
+    ensure!(
+        code(r) == tonic::Code::NotFound,
+        "another volume's path must be NOT_FOUND"
+    );
+    let missing_id = Vol {
+        id: String::new(),
+        name: v.name.clone(),
+        ctx: v.ctx.clone(),
+        pod: &pod,
+    };
+    ensure!(
+        code(missing_id.stats(&mut c, &target).await.map(|_| ())) == tonic::Code::InvalidArgument
+    );
+    ensure!(code(v.stats(&mut c, Path::new("")).await.map(|_| ())) == tonic::Code::InvalidArgument);
+    other.clean_up(&mut c, &[]).await?;
+    v.clean_up(&mut c, &["p"]).await?;
+    delete_tmpfs_volume(&tb, "npstats", &bricks).await
+}
+
+async fn stage_and_publish_are_idempotent(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "idem", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npidem").await?;
+    for _ in 0..10 {
+        v.stage(&mut c, Mode::SingleNodeWriter).await?;
+    }
+    let client = the_client(&v.staging())?;
+    for _ in 0..10 {
+        v.publish(&mut c, "p", Mode::SingleNodeWriter, false)
+            .await?;
+    }
+    ensure!(
+        mounts_at(&v.staging()) == 1,
+        "staging mounted {} times",
+        mounts_at(&v.staging())
+    );
+    ensure!(
+        mounts_at(&v.target("p")) == 1,
+        "target mounted {} times",
+        mounts_at(&v.target("p"))
+    );
+    ensure!(
+        the_client(&v.staging())? == client,
+        "a second client was started"
+    );
+    write_file(v.target("p").join("x"), "x").await?;
+    for _ in 0..10 {
+        v.unpublish(&mut c, "p").await?;
+    }
+    ensure!(mounts_at(&v.target("p")) == 0 && !v.target("p").exists());
+    for _ in 0..10 {
+        v.unstage(&mut c).await?;
+    }
+    ensure!(mounts_at(&v.staging()) == 0 && !v.staging().exists());
+    ensure!(wait_gone(client).await, "client still runs");
+    Ok(())
+}
+
+async fn plugin_kill_leaves_mounts_serving(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "kill", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npkill").await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    write_file(v.target("a").join("before"), "before the kill").await?;
+    let client = the_client(&v.staging())?;
+    let plugin = pod.plugin_pid().context("plugin pid")?;
+
+    drop(c);
+    pod.kill().await?;
+    ensure!(
+        !procs::alive(plugin),
+        "the plugin survived its container's stop"
+    );
+    ensure!(procs::alive(client), "the FUSE client died with the plugin");
+
+    // I/O through both published targets still works with no plugin running.
+    write_file(v.target("b").join("after"), "after the kill").await?;
+    ensure!(read_file(v.target("a").join("after")).await? == "after the kill");
+    ensure!(read_file(v.target("b").join("before")).await? == "before the kill");
+
+    // A new plugin takes the mounts over.
+    pod.start_plugin(true).await?;
+    let mut c = pod.client().await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "c", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    ensure!(
+        the_client(&v.staging())? == client,
+        "the new plugin started another client"
+    );
+    ensure!(read_file(v.target("c").join("before")).await? == "before the kill");
+    let s = v.stats(&mut c, &v.target("b")).await?;
+    ensure!(!s.volume_condition.context("condition")?.abnormal);
+    v.clean_up(&mut c, &["a", "b", "c"]).await?;
+    ensure!(wait_gone(client).await, "client still runs after unstage");
+    Ok(())
+}
+
+async fn without_fuse_cgroup_the_client_dies(tb: Arc<Testbed>) -> Result<()> {
+    // The control experiment: without --fuse-cgroup the client is in the container's cgroup
+    // and dies with it, which is exactly what the trial above guards against.
+    let pod = Pod::start(&tb, "control", false).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npctl").await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    write_file(v.target("a").join("f"), "kept on the bricks").await?;
+    let client = the_client(&v.staging())?;
+    ensure!(
+        cgroup_pids(&pod.pod_cgroup).contains(&client),
+        "client not in the pod cgroup"
+    );
+    drop(c);
+    pod.kill().await?;
+    ensure!(
+        wait_gone(client).await,
+        "client survived without a FUSE cgroup"
+    );
+
+    pod.start_plugin(true).await?;
+    let mut c = pod.client().await?;
+    let s = v.stats(&mut c, &v.target("a")).await?;
+    let cond = s.volume_condition.context("condition")?;
+    ensure!(
+        cond.abnormal && !cond.message.is_empty(),
+        "dead mount not reported: {cond:?}"
+    );
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    ensure!(read_file(v.target("a").join("f")).await? == "kept on the bricks");
+    let new_client = the_client(&v.staging())?;
+    ensure!(new_client != client);
+    v.clean_up(&mut c, &["a"]).await
+}
+
+async fn killed_client_is_repaired(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "repair", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "nprepair").await?;
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+        .await?;
+    write_file(v.target("a").join("f"), "survives on the bricks").await?;
+    let client = the_client(&v.staging())?;
+    procs::signal(client, nix::sys::signal::Signal::SIGKILL);
+    ensure!(wait_gone(client).await, "client did not die");
+
+    // Reported abnormal, with a message, in one call.
+    let s = v.stats(&mut c, &v.target("a")).await?;
+    let cond = s.volume_condition.context("condition")?;
+    ensure!(cond.abnormal, "a dead mount reported normal");
+    ensure!(
+        cond.message.contains(&v.target("a").display().to_string()),
+        "{}",
+        cond.message
+    );
+    ensure!(s.usage.is_empty());
+
+    // Stage remounts, publish rebinds; the read-only target stays read-only.
+    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+    let new_client = the_client(&v.staging())?;
+    ensure!(new_client != client);
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+        .await?;
+    write_file(v.target("a").join("g"), "new I/O").await?;
+    ensure!(read_file(v.target("b").join("g")).await? == "new I/O");
+    ensure!(read_file(v.target("b").join("f")).await? == "survives on the bricks");
+    let (_, _, opts, _) = mount_at(&v.target("b")).context("b mounted")?;
+    ensure!(
+        opts.split(',').any(|o| o == "ro"),
+        "b lost read-only: {opts}"
+    );
+    for p in ["a", "b"] {
+        ensure!(
+            mounts_at(&v.target(p)) == 1,
+            "{p}: stale mount left under the new one"
+        );
+        let s = v.stats(&mut c, &v.target(p)).await?;
+        ensure!(
+            !s.volume_condition.context("condition")?.abnormal,
+            "{p} still abnormal"
+        );
+    }
+
+    // Publish alone repairs too: kill the new client and publish a target without staging.
+    procs::signal(new_client, nix::sys::signal::Signal::SIGKILL);
+    ensure!(wait_gone(new_client).await);
+    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+        .await?;
+    ensure!(read_file(v.target("a").join("g")).await? == "new I/O");
+    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+        .await?;
+    the_client(&v.staging())?;
+    v.clean_up(&mut c, &["a", "b"]).await
+}
+
+async fn single_writer_second_publish(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "snsw", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npsnsw").await?;
+    v.stage(&mut c, Mode::SingleNodeSingleWriter).await?;
+    v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
+        .await?;
+    v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
+        .await?;
+    let second = v
+        .publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
+        .await;
+    ensure!(code(second) == tonic::Code::FailedPrecondition);
+    ensure!(!v.target("two").exists() || mounts_at(&v.target("two")) == 0);
+    v.unpublish(&mut c, "one").await?;
+    v.publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
+        .await?;
+    v.clean_up(&mut c, &["one", "two"]).await
+}
+
+async fn bad_requests(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "bad", true).await?;
+    let mut c = pod.client().await?;
+    let v = Vol::new(&tb, &pod, "npbad").await?;
+    let staging = v.staging().display().to_string();
+    let target = v.target("p").display().to_string();
+    let good_stage = || NodeStageVolumeRequest {
+        volume_id: v.id.clone(),
+        staging_target_path: staging.clone(),
+        volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
+        volume_context: v.ctx.clone(),
+        secrets: HashMap::from([("key".to_owned(), "not-logged-secret".to_owned())]),
+        ..Default::default()
+    };
+    let outside = tb
+        .scratch_dir("bad-outside")?
+        .join("x")
+        .display()
+        .to_string();
+    let mut stage_cases: Vec<(&str, NodeStageVolumeRequest)> = vec![
+        (
+            "no volume id",
+            NodeStageVolumeRequest {
+                volume_id: String::new(),
+                ..good_stage()
+            },
+        ),
+        (
+            "no staging path",
+            NodeStageVolumeRequest {
+                staging_target_path: String::new(),
+                ..good_stage()
+            },
+        ),
+        (
+            "relative",
+            NodeStageVolumeRequest {
+                staging_target_path: "rel/dir".into(),
+                ..good_stage()
+            },
+        ),
+        (
+            "dot-dot",
+            NodeStageVolumeRequest {
+                staging_target_path: format!("{staging}/../../x"),
+                ..good_stage()
+            },
+        ),
+        (
+            "outside kubelet dir",
+            NodeStageVolumeRequest {
+                staging_target_path: outside,
+                ..good_stage()
+            },
+        ),
+        (
+            "no capability",
+            NodeStageVolumeRequest {
+                volume_capability: None,
+                ..good_stage()
+            },
+        ),
+        (
+            "no context",
+            NodeStageVolumeRequest {
+                volume_context: HashMap::new(),
+                ..good_stage()
+            },
+        ),
+        (
+            "shell in flags",
+            NodeStageVolumeRequest {
+                volume_capability: Some(capability(
+                    Mode::SingleNodeWriter,
+                    &["log-level=ERROR;touch /tmp/pwned"],
+                )),
+                ..good_stage()
+            },
+        ),
+        (
+            "smuggled log-file",
+            NodeStageVolumeRequest {
+                volume_capability: Some(capability(
+                    Mode::SingleNodeWriter,
+                    &["acl,log-file=/etc/passwd"],
+                )),
+                ..good_stage()
+            },
+        ),
+    ];
+    let mut bad_ctx = v.ctx.clone();
+    bad_ctx.insert("glusterVolume".into(), "npbad;reboot".into());
+    stage_cases.push((
+        "shell in volume name",
+        NodeStageVolumeRequest {
+            volume_context: bad_ctx,
+            ..good_stage()
+        },
+    ));
+    for (what, req) in stage_cases {
+        let r = call("NodeStageVolume", c.node_stage_volume(req))
+            .await
+            .map(|_| ());
+        ensure!(
+            code(r.clone()) == tonic::Code::InvalidArgument,
+            "{what}: {r:?}"
+        );
+    }
+    ensure!(
+        !v.staging().exists(),
+        "an invalid request created the staging directory"
+    );
+
+    let good_publish = || NodePublishVolumeRequest {
+        volume_id: v.id.clone(),
+        staging_target_path: staging.clone(),
+        target_path: target.clone(),
+        volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
+        volume_context: v.ctx.clone(),
+        ..Default::default()
+    };
+    let publish_cases: Vec<(&str, NodePublishVolumeRequest, tonic::Code)> = vec![
+        (
+            "no target",
+            NodePublishVolumeRequest {
+                target_path: String::new(),
+                ..good_publish()
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "no volume id",
+            NodePublishVolumeRequest {
+                volume_id: String::new(),
+                ..good_publish()
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "no capability",
+            NodePublishVolumeRequest {
+                volume_capability: None,
+                ..good_publish()
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "not staged",
+            good_publish(),
+            tonic::Code::FailedPrecondition,
+        ),
+    ];
+    for (what, req, want) in publish_cases {
+        let r = call("NodePublishVolume", c.node_publish_volume(req))
+            .await
+            .map(|_| ());
+        ensure!(code(r.clone()) == want, "{what}: {r:?}");
+    }
+    // Unpublish and unstage of paths that were never mounted succeed.
+    v.unpublish(&mut c, "never").await?;
+    v.unstage(&mut c).await?;
+    let r = call(
+        "NodeUnpublishVolume",
+        c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: v.id.clone(),
+            target_path: String::new(),
+        }),
+    )
+    .await
+    .map(|_| ());
+    ensure!(code(r) == tonic::Code::InvalidArgument);
+
+    // A mount that fails quotes the client's log.
+    let mut missing = v.ctx.clone();
+    missing.insert("glusterVolume".into(), "npnosuchvolume".into());
+    let r = call(
+        "NodeStageVolume",
+        c.node_stage_volume(NodeStageVolumeRequest {
+            volume_context: missing,
+            ..good_stage()
+        }),
+    )
+    .await;
+    let status = match r {
+        Ok(_) => bail!("mounting a volume that does not exist succeeded"),
+        Err(s) => s,
+    };
+    let log = pod.state.join("logs/npnosuchvolume.log");
+    let last_line = std::fs::read_to_string(&log)
+        .with_context(|| format!("no client log at {}", log.display()))?
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .context("client log is empty")?;
+    ensure!(
+        status.message().contains(last_line.trim()),
+        "error does not quote the client log's last line {last_line:?}: {}",
+        status.message()
+    );
+    ensure!(mounts_at(&v.staging()) == 0);
+    ensure!(
+        !std::fs::read_to_string(pod.dir.join("plugin.log"))?.contains("not-logged-secret"),
+        "a secret reached the log"
+    );
+    v.unstage(&mut c).await?;
+    ensure!(!v.staging().exists());
+    Ok(())
+}
