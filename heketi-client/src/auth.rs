@@ -13,6 +13,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// How long a token stays valid after it is issued, in seconds.
+///
+/// # Example
+/// ```no_run
+/// let c = heketi_client::auth::Claims::new("admin", "GET", "/volumes", 100);
+/// assert_eq!(c.exp - c.iat, heketi_client::auth::TOKEN_LIFETIME_SECS);
+/// ```
 pub const TOKEN_LIFETIME_SECS: u64 = 300;
 
 /// The claims Heketi checks.

@@ -19,15 +19,40 @@ use crate::backoff;
 use crate::error::{Error, MAX_MESSAGE_BYTES, Result, api_error, truncate_utf8};
 
 /// Default user (`iss` claim).
+///
+/// # Example
+/// ```no_run
+/// assert_eq!(heketi_client::DEFAULT_USER, "admin");
+/// ```
 pub const DEFAULT_USER: &str = "admin";
 /// Default limit for one HTTP exchange.
+///
+/// # Example
+/// ```no_run
+/// println!("one exchange may take {:?}", heketi_client::DEFAULT_REQUEST_TIMEOUT);
+/// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit for opening a connection.
+///
+/// # Example
+/// ```no_run
+/// println!("connecting may take {:?}", heketi_client::DEFAULT_CONNECT_TIMEOUT);
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit for a whole call, retries and `/queue` polling included.
+///
+/// # Example
+/// ```no_run
+/// println!("a call gives up after {:?}", heketi_client::DEFAULT_OPERATION_DEADLINE);
+/// ```
 pub const DEFAULT_OPERATION_DEADLINE: Duration = Duration::from_secs(300);
 /// Default number of attempts of one request (the first one included) on 429, 503, or a
 /// transport failure of a GET.
+///
+/// # Example
+/// ```no_run
+/// println!("{} attempts at most", heketi_client::DEFAULT_MAX_ATTEMPTS);
+/// ```
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 
 /// Largest reply body read, in bytes.

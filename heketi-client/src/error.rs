@@ -8,6 +8,15 @@
 use std::time::Duration;
 
 /// Longest error message kept from a Heketi reply, in bytes (Heketi's own client reads 4 KiB).
+///
+/// # Example
+/// ```no_run
+/// # fn demo(e: heketi_client::Error) {
+/// if let heketi_client::Error::Api { message, .. } = &e {
+///     assert!(message.len() <= heketi_client::MAX_MESSAGE_BYTES);
+/// }
+/// # }
+/// ```
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// Anything that can go wrong while talking to Heketi.

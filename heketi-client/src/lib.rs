@@ -49,6 +49,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod auth;
 mod backoff;
 mod client;

@@ -9,6 +9,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// State of a node or device.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::EntryState;
+/// assert_eq!(serde_json::to_string(&EntryState::Offline)?, r#""offline""#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryState {
@@ -22,6 +29,14 @@ pub enum EntryState {
 }
 
 /// Body of `POST /nodes/{id}/state` and `POST /devices/{id}/state`.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::{EntryState, StateRequest};
+/// let body = serde_json::to_string(&StateRequest { state: EntryState::Failed })?;
+/// assert_eq!(body, r#"{"state":"failed"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRequest {
     /// The wanted state.
@@ -29,6 +44,14 @@ pub struct StateRequest {
 }
 
 /// Storage accounting of a device, in KiB.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(d: heketi_client::types::DeviceInfoResponse) {
+/// let s = d.storage;
+/// println!("{} of {} KiB free", s.free, s.total);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageSize {
     /// Declared capacity.
@@ -40,6 +63,14 @@ pub struct StorageSize {
 }
 
 /// The two address lists of a node.
+///
+/// # Example
+/// ```no_run
+/// let h = heketi_client::types::HostAddresses {
+///     manage: vec!["gluster-1.example".into()],
+///     storage: vec!["10.0.0.1".into()],
+/// };
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAddresses {
     /// Where the management daemon (glusterd) is reached.
@@ -51,6 +82,15 @@ pub struct HostAddresses {
 }
 
 /// A brick: one directory of one device holding part of a volume.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(v: heketi_client::types::VolumeInfoResponse) {
+/// for b in &v.bricks {
+///     println!("{} on node {} ({} KiB)", b.path, b.node, b.size);
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrickInfo {
     /// Brick id.
@@ -68,6 +108,15 @@ pub struct BrickInfo {
 }
 
 /// Body of `POST /devices`.
+///
+/// # Example
+/// ```no_run
+/// let req = heketi_client::types::DeviceAddRequest {
+///     name: "/dev/sdb".into(),
+///     node_id: "0123456789abcdef0123456789abcdef".into(),
+///     ..Default::default()
+/// };
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAddRequest {
     /// Device name (`^/[a-zA-Z0-9_.:/-]+$`).
@@ -84,6 +133,14 @@ pub struct DeviceAddRequest {
 }
 
 /// Reply of `GET /devices/{id}`, also nested in node replies.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let d = c.device_info("0123456789abcdef0123456789abcdef").await?;
+/// println!("{} holds {} bricks", d.name, d.bricks.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfoResponse {
     /// Device name.
@@ -110,6 +167,17 @@ pub struct DeviceInfoResponse {
 }
 
 /// Body of `POST /nodes`.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::{HostAddresses, NodeAddRequest};
+/// let req = NodeAddRequest {
+///     zone: 1,
+///     hostnames: HostAddresses { manage: vec!["10.0.0.1".into()], storage: vec!["10.0.0.1".into()] },
+///     cluster_id: "0123456789abcdef0123456789abcdef".into(),
+///     ..Default::default()
+/// };
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddRequest {
     /// Failure zone, ≥ 1.
@@ -125,6 +193,14 @@ pub struct NodeAddRequest {
 }
 
 /// Reply of `GET /nodes/{id}`.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let n = c.node_info("0123456789abcdef0123456789abcdef").await?;
+/// println!("zone {} {:?}: {} devices", n.zone, n.hostnames.storage, n.devices.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfoResponse {
     /// Failure zone.
@@ -148,6 +224,11 @@ pub struct NodeInfoResponse {
 }
 
 /// What a cluster may host.
+///
+/// # Example
+/// ```no_run
+/// let file_only = heketi_client::types::ClusterFlags { block: false, file: true };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterFlags {
     /// Block-hosting volumes allowed.
@@ -168,9 +249,22 @@ impl Default for ClusterFlags {
 }
 
 /// Body of `POST /clusters` (and of `POST /clusters/{id}/flags`).
+///
+/// # Example
+/// ```no_run
+/// let req = heketi_client::types::ClusterCreateRequest { block: false, file: true };
+/// ```
 pub type ClusterCreateRequest = ClusterFlags;
 
 /// Reply of `GET /clusters/{id}`.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let info = c.cluster_info("0123456789abcdef0123456789abcdef").await?;
+/// println!("{} nodes, {} volumes", info.nodes.len(), info.volumes.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfoResponse {
     /// Cluster id.
@@ -193,6 +287,13 @@ pub struct ClusterInfoResponse {
 }
 
 /// Reply of `GET /clusters`.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let ids = c.cluster_list().await?.clusters;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterListResponse {
     /// Cluster ids.
@@ -201,6 +302,15 @@ pub struct ClusterListResponse {
 }
 
 /// One cluster of a topology view, composed by the client (Heketi has no `/topology` route).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// for cluster in c.topology().await?.clusters {
+///     println!("{}: {} nodes", cluster.id, cluster.nodes.len());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopologyCluster {
     /// Cluster id.
@@ -216,6 +326,14 @@ pub struct TopologyCluster {
 }
 
 /// The whole topology: every cluster with its nodes, devices and volumes.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let topology = c.topology().await?;
+/// println!("{}", serde_json::to_string_pretty(&topology).unwrap_or_default());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopologyInfoResponse {
     /// Clusters.
@@ -223,6 +341,12 @@ pub struct TopologyInfoResponse {
 }
 
 /// Kind of redundancy of a volume.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::{DurabilityType, VolumeDurabilityInfo};
+/// assert_eq!(VolumeDurabilityInfo::replicate(3).kind, DurabilityType::Replicate);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityType {
@@ -236,6 +360,11 @@ pub enum DurabilityType {
 }
 
 /// Replica settings.
+///
+/// # Example
+/// ```no_run
+/// let r = heketi_client::types::ReplicaDurability { replica: 3 };
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaDurability {
     /// Number of copies (0 means Heketi's default of 2).
@@ -244,6 +373,11 @@ pub struct ReplicaDurability {
 }
 
 /// Erasure-coding settings.
+///
+/// # Example
+/// ```no_run
+/// let d = heketi_client::types::DisperseDurability { data: 4, redundancy: 2 };
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisperseDurability {
     /// Data fragments.
@@ -259,6 +393,13 @@ fn is_zero(v: &u32) -> bool {
 }
 
 /// Redundancy of a volume.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::VolumeDurabilityInfo;
+/// let three_copies = VolumeDurabilityInfo::replicate(3);
+/// let erasure = VolumeDurabilityInfo::disperse(4, 2);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeDurabilityInfo {
     /// Kind; an empty string on the wire reads as `none`.
@@ -293,6 +434,12 @@ fn durability_type_or_empty<'de, D: serde::Deserializer<'de>>(
 
 impl VolumeDurabilityInfo {
     /// `replicate` with `n` copies.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let d = heketi_client::types::VolumeDurabilityInfo::replicate(3);
+    /// assert_eq!(d.replicate.replica, 3);
+    /// ```
     pub fn replicate(n: u32) -> Self {
         Self {
             kind: DurabilityType::Replicate,
@@ -302,6 +449,12 @@ impl VolumeDurabilityInfo {
     }
 
     /// `disperse` with `data` + `redundancy` fragments.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let d = heketi_client::types::VolumeDurabilityInfo::disperse(4, 2);
+    /// assert_eq!((d.disperse.data, d.disperse.redundancy), (4, 2));
+    /// ```
     pub fn disperse(data: u32, redundancy: u32) -> Self {
         Self {
             kind: DurabilityType::Disperse,
@@ -311,12 +464,22 @@ impl VolumeDurabilityInfo {
     }
 
     /// Distribute only.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let d = heketi_client::types::VolumeDurabilityInfo::none();
+    /// ```
     pub fn none() -> Self {
         Self::default()
     }
 }
 
 /// Snapshot settings of a volume.
+///
+/// # Example
+/// ```no_run
+/// let s = heketi_client::types::SnapshotSettings { enable: true, factor: 1.0 };
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotSettings {
     /// Reserve room for snapshots.
@@ -328,6 +491,18 @@ pub struct SnapshotSettings {
 }
 
 /// Body of `POST /volumes`.
+///
+/// # Example
+/// ```no_run
+/// use heketi_client::types::{VolumeCreateRequest, VolumeDurabilityInfo};
+/// let req = VolumeCreateRequest {
+///     size: 10,
+///     name: "csi_3f9c".into(),
+///     durability: VolumeDurabilityInfo::replicate(3),
+///     gid: 2001,
+///     ..Default::default()
+/// };
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeCreateRequest {
     /// Size in GiB, ≥ 1.
@@ -360,6 +535,14 @@ fn is_zero_i64(v: &i64) -> bool {
 }
 
 /// How a client mounts a volume with the native GlusterFS client.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(v: heketi_client::types::VolumeInfoResponse) {
+/// let m = &v.mount.glusterfs;
+/// println!("mount -t glusterfs {} /mnt  # backups: {:?}", m.device, m.options.get("backup-volfile-servers"));
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GlusterFsMount {
     /// Storage addresses of the nodes serving the volume.
@@ -374,6 +557,13 @@ pub struct GlusterFsMount {
 }
 
 /// Mount information of a volume.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(v: heketi_client::types::VolumeInfoResponse) {
+/// let servers = &v.mount.glusterfs.hosts;
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeMount {
     /// Native client.
@@ -382,6 +572,13 @@ pub struct VolumeMount {
 }
 
 /// Block-hosting information (empty for file volumes).
+///
+/// # Example
+/// ```no_run
+/// # fn demo(v: heketi_client::types::VolumeInfoResponse) {
+/// assert!(v.blockinfo.blockvolume.is_empty(), "gluster-csi makes file volumes only");
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockInfo {
     /// Free size in GiB.
@@ -403,6 +600,14 @@ fn is_zero_u64(v: &u64) -> bool {
 }
 
 /// Reply of `GET /volumes/{id}`.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let v = c.volume_info("0123456789abcdef0123456789abcdef").await?;
+/// println!("{} ({} GiB) in cluster {}", v.name, v.size, v.cluster);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeInfoResponse {
     /// Size in GiB.
@@ -440,6 +645,13 @@ pub struct VolumeInfoResponse {
 }
 
 /// Reply of `GET /volumes`.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: heketi_client::Client) -> heketi_client::Result<()> {
+/// let ids = c.volume_list().await?.volumes;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeListResponse {
     /// Volume ids (completed volumes only).
@@ -448,6 +660,12 @@ pub struct VolumeListResponse {
 }
 
 /// Body of `POST /volumes/{id}/expand`.
+///
+/// # Example
+/// ```no_run
+/// // Grow by 5 GiB.
+/// let req = heketi_client::types::VolumeExpandRequest { expand_size: 5 };
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeExpandRequest {
     /// GiB to add (a delta, not the new size).
@@ -455,6 +673,11 @@ pub struct VolumeExpandRequest {
 }
 
 /// Body of `POST /volumes/{id}/clone`.
+///
+/// # Example
+/// ```no_run
+/// let req = heketi_client::types::VolumeCloneRequest { name: "csi_clone_1".into() };
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeCloneRequest {
     /// Name of the clone; Heketi picks one when empty.
