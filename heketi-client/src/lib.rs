@@ -41,7 +41,10 @@
 //! };
 //! let volume = match client.volume_create(&req).await {
 //!     Ok(v) => v,
-//!     Err(e) if e.is_no_space() => return Err(e), // a CSI driver says ResourceExhausted
+//!     Err(e) if e.is_no_space() => {
+//!         eprintln!("the cluster is full"); // a CSI driver answers ResourceExhausted
+//!         return Err(e);
+//!     }
 //!     Err(e) => return Err(e),
 //! };
 //! println!("mount -t glusterfs {} /mnt", volume.mount.glusterfs.device);
