@@ -212,20 +212,31 @@ fn remove_state_dir(dir: &Path) -> Result<()> {
             journal::FILE_NAME
         );
     }
-    // The journal goes last, so an interrupted removal can be repeated.
-    for entry in std::fs::read_dir(dir)? {
+    // The journal goes last, so an interrupted removal can be repeated. Entries that vanish
+    // meanwhile (another `down` of the same testbed running at once) are fine.
+    let gone_ok = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for entry in entries {
         let entry = entry?;
         if entry.file_name() == journal::FILE_NAME {
             continue;
         }
         let path = entry.path();
-        let res = if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
+        let res = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
         };
-        res.with_context(|| format!("cannot remove {}", path.display()))?;
+        gone_ok(res).with_context(|| format!("cannot remove {}", path.display()))?;
     }
-    let _ = std::fs::remove_file(dir.join(journal::FILE_NAME));
-    std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))
+    gone_ok(std::fs::remove_file(dir.join(journal::FILE_NAME)))
+        .with_context(|| format!("cannot remove the journal of {}", dir.display()))?;
+    gone_ok(std::fs::remove_dir(dir)).with_context(|| format!("cannot remove {}", dir.display()))
 }

@@ -136,7 +136,7 @@ where
             r = Testbed::up(opts) => Some(r),
             code = interrupted() => {
                 eprintln!("interrupted while the testbed was coming up; tearing it down");
-                let _ = Testbed::down(&state_dir).await;
+                tear_down_everything(&state_dir).await;
                 std::process::exit(code)
             }
         }
@@ -152,9 +152,7 @@ where
     rt.spawn(async move {
         let code = interrupted().await;
         eprintln!("interrupted; tearing the testbed down");
-        if let Err(e) = Testbed::down(&dir).await {
-            eprintln!("{e:#}");
-        }
+        tear_down_everything(&dir).await;
         std::process::exit(code);
     });
 
@@ -173,6 +171,21 @@ where
             std::process::exit(1)
         }
         Err(_) => fail("building the trials panicked"),
+    }
+}
+
+/// On a signal: stops every testbed of this process from making more, then removes them all —
+/// the harness's own (`main_dir`) and any a trial brought up.
+async fn tear_down_everything(main_dir: &Path) {
+    journal::freeze_all();
+    let mut dirs = crate::testbed::live_testbeds();
+    if !dirs.iter().any(|d| d == main_dir) {
+        dirs.push(main_dir.to_path_buf());
+    }
+    for d in dirs {
+        if let Err(e) = Testbed::down(&d).await {
+            eprintln!("{e:#}");
+        }
     }
 }
 

@@ -8,12 +8,22 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// File name of the journal inside the state directory; its presence marks a testbed state dir.
 pub const FILE_NAME: &str = "testbed.journal";
+
+/// Set when the process is tearing its testbeds down (on a signal): from then on no journal takes
+/// new entries, so no testbed still coming up makes anything more.
+static FROZEN: AtomicBool = AtomicBool::new(false);
+
+/// Refuses every further entry in every journal of this process.
+pub fn freeze_all() {
+    FROZEN.store(true, Ordering::SeqCst);
+}
 
 /// One created resource.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +91,9 @@ impl Journal {
 
     /// Appends `entry` and flushes it to disk.
     pub fn record(&self, entry: &Entry) -> Result<()> {
+        if FROZEN.load(Ordering::SeqCst) {
+            anyhow::bail!("the testbeds of this process are being torn down");
+        }
         let mut line = serde_json::to_string(entry)?;
         line.push('\n');
         let file = self

@@ -1,9 +1,10 @@
 //! The testbed itself: bringing everything up in order, handles for tests, and teardown.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +19,28 @@ use crate::heketi::{self, HeketiLayout};
 use crate::journal::{self, Entry, Journal};
 use crate::layout::{self, GlusterHost, MAX_HOSTS, Names};
 use crate::{bin_path, down, gluster, mounts, net};
+
+/// State directories of the testbeds of this process that are up or coming up, for the signal
+/// handler of [`crate::harness`], which must tear down also those a trial started itself.
+static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn set_live(dir: &Path, live: bool) {
+    let mut set = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    if live {
+        set.insert(dir.to_path_buf());
+    } else {
+        set.remove(dir);
+    }
+}
+
+/// State directories of the testbeds this process has up (or is bringing up).
+pub fn live_testbeds() -> Vec<PathBuf> {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect()
+}
 
 /// File in the state directory describing the testbed (for `status` and for people).
 pub const INFO_FILE: &str = "testbed.json";
@@ -158,7 +181,11 @@ impl Testbed {
         check_prerequisites(&opts)?;
         let names = Names::new(&opts.state_dir)?;
         names.check_path_length()?;
-        prepare_state_dir(&names).await?;
+        set_live(&names.state_dir, true);
+        if let Err(e) = prepare_state_dir(&names).await {
+            set_live(&names.state_dir, false);
+            return Err(e);
+        }
         let journal = Journal::open(&names.state_dir)?;
         let mut tb = Testbed {
             opts,
@@ -301,12 +328,14 @@ impl Testbed {
         }
         let res = down::down(&self.names.state_dir).await;
         self.children.kill_all().await;
+        set_live(&self.names.state_dir, false);
         res
     }
 
     /// Leaves the testbed running after this value is gone (what `gluster-csi-testbed up` does).
     pub fn detach(self) {
         self.done.store(true, Ordering::SeqCst);
+        set_live(&self.names.state_dir, false);
     }
 
     /// The options it was brought up with.
@@ -563,6 +592,7 @@ impl Drop for Testbed {
                         rt.block_on(async {
                             let r = down::down(&dir).await;
                             self.children.kill_all().await;
+                            set_live(&dir, false);
                             r
                         })
                     })

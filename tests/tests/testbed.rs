@@ -5,8 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
+use std::process::Output;
+use std::time::Duration;
+
+use gluster_csi_testbed::journal::{self, Entry};
 use gluster_csi_testbed::layout::Names;
-use gluster_csi_testbed::{Testbed, TestbedOptions, harness, mounts, net, procs};
+use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, cmd, harness, mounts, net, procs};
 
 fn main() {
     let opts = TestbedOptions::gluster_only(harness::state_dir_for("testbed"), 3);
@@ -26,6 +30,16 @@ fn main() {
                 "second_testbed_does_not_collide_and_down_twice_leaves_nothing",
                 &tb,
                 second_testbed_does_not_collide_and_down_twice_leaves_nothing,
+            ),
+            harness::trial(
+                "cli_up_over_leftovers_status_and_down_twice",
+                &tb,
+                cli_up_over_leftovers_status_and_down_twice,
+            ),
+            harness::trial(
+                "failed_up_removes_what_it_made",
+                &tb,
+                failed_up_removes_what_it_made,
             ),
             harness::trial(
                 "down_of_a_state_dir_that_never_held_a_testbed_is_fine",
@@ -233,5 +247,149 @@ async fn down_of_a_state_dir_that_never_held_a_testbed_is_fine(_tb: Arc<Testbed>
         foreign.path().join("keep").exists(),
         "a foreign directory was emptied"
     );
+    Ok(())
+}
+
+/// Checks that nothing of the testbed at `dir` is left: namespaces, links, `/etc/netns` entries,
+/// mounts, the directory, and the processes `pids`.
+async fn nothing_left(dir: &Path, pids: &[u32]) -> Result<()> {
+    let names = Names::new(dir)?;
+    let ns: Vec<String> = net::namespaces()
+        .await?
+        .into_iter()
+        .filter(|n| n.starts_with(&names.netns_prefix()))
+        .collect();
+    ensure!(ns.is_empty(), "namespaces left: {ns:?}");
+    let links: Vec<String> = net::links()
+        .await?
+        .into_iter()
+        .filter(|l| names.owns_link(l))
+        .collect();
+    ensure!(links.is_empty(), "links left: {links:?}");
+    let etc: Vec<String> = net::etc_netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&names.netns_prefix()))
+        .collect();
+    ensure!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
+    let alive: Vec<u32> = pids.iter().copied().filter(|p| procs::alive(*p)).collect();
+    ensure!(alive.is_empty(), "processes left: {alive:?}");
+    ensure!(procs::gluster_processes_under(&names.state_dir).is_empty());
+    ensure!(mounts::under(&names.state_dir).is_empty(), "mounts left");
+    ensure!(
+        !names.state_dir.exists(),
+        "{} left",
+        names.state_dir.display()
+    );
+    Ok(())
+}
+
+/// Journaled pids of the testbed at `dir`.
+fn journaled_pids(dir: &Path) -> Vec<u32> {
+    journal::read(dir)
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Process { pid, .. } => Some(pid),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn cli(args: &[&str], envs: &[(&str, &Path)]) -> Result<Output> {
+    let bin = bin_path("gluster-csi-testbed")?;
+    let mut c = tokio::process::Command::new(bin);
+    c.args(args).kill_on_drop(true);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    Ok(tokio::time::timeout(Duration::from_secs(300), c.output()).await??)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn cli_up_over_leftovers_status_and_down_twice(_tb: Arc<Testbed>) -> Result<()> {
+    let dir = harness::state_dir_for("testbed-cli");
+    let d = dir.display().to_string();
+    let up = [
+        "up",
+        "--state-dir",
+        &d,
+        "--hosts",
+        "1",
+        "--no-heketi",
+        "--no-node",
+    ];
+    let out = cli(&up, &[]).await?;
+    ensure!(out.status.success(), "up: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(stdout.contains("GLUSTER_HOSTS=198.1"), "{stdout}");
+    ensure!(dir.join("testbed.env").exists());
+    let first = journaled_pids(&dir);
+    ensure!(first.len() == 1 && procs::alive(first[0]), "{first:?}");
+
+    // Up again over the running one: it is removed first, then made anew.
+    let out = cli(&up, &[]).await?;
+    ensure!(out.status.success(), "second up: {}", text(&out));
+    ensure!(
+        !procs::alive(first[0]),
+        "the first glusterd survived the second up"
+    );
+    let second = journaled_pids(&dir);
+    ensure!(second.len() == 1 && procs::alive(second[0]), "{second:?}");
+
+    let out = cli(&["status", "--state-dir", &d], &[]).await?;
+    let status = text(&out);
+    ensure!(out.status.success(), "status: {status}");
+    ensure!(
+        status.contains(&format!("glusterd-h1 pid {}: running", second[0])),
+        "{status}"
+    );
+
+    for round in ["first", "second"] {
+        let out = cli(&["down", "--state-dir", &d], &[]).await?;
+        ensure!(out.status.success(), "{round} down: {}", text(&out));
+    }
+    nothing_left(&dir, &second).await?;
+    let out = cli(&["status", "--state-dir", &d], &[]).await?;
+    ensure!(text(&out).contains("no testbed"), "{}", text(&out));
+    Ok(())
+}
+
+async fn failed_up_removes_what_it_made(_tb: Arc<Testbed>) -> Result<()> {
+    // A heketi-server that exits at once makes `up` fail after the hosts are up.
+    let bins = tempfile::tempdir()?;
+    let false_bin = cmd::which("false").context("no `false`")?;
+    std::os::unix::fs::symlink(&false_bin, bins.path().join("heketi-server"))?;
+    let dir = harness::state_dir_for("testbed-fail");
+    let d = dir.display().to_string();
+    let args = [
+        "up",
+        "--state-dir",
+        &d,
+        "--hosts",
+        "2",
+        "--no-controller",
+        "--no-node",
+    ];
+    let out = cli(&args, &[("GLUSTER_CSI_BIN_DIR", bins.path())]).await?;
+    ensure!(
+        !out.status.success(),
+        "up with a broken heketi-server succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("heketi-server exited"), "{err}");
+    ensure!(
+        err.contains("glusterd answering on every host"),
+        "the hosts never came up: {err}"
+    );
+    nothing_left(&dir, &[]).await?;
+    // And down after a failed up is fine.
+    let out = cli(&["down", "--state-dir", &d], &[]).await?;
+    ensure!(out.status.success(), "down after failed up: {}", text(&out));
     Ok(())
 }
