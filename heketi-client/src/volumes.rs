@@ -14,7 +14,8 @@ impl Client {
     ///
     /// Heketi checks and allocates before answering, so "no space" ([`crate::Error::is_no_space`])
     /// and "name in use" ([`crate::Error::is_name_in_use`]) come back at once. The request is
-    /// never sent twice: after a timeout or a transport failure look the volume up by name.
+    /// sent again only after a 429 or 503 refusal, never after it may have reached Heketi: after
+    /// a timeout or a transport failure, look the volume up by name.
     ///
     /// # Example
     /// ```no_run
