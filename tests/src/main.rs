@@ -86,6 +86,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 dir.display()
             );
             print!("{}", tb.env().redacted());
+            if !tb.hosts().is_empty() {
+                println!("# gluster CLI on h1: {}", tb.gluster_argv(0).join(" "));
+            }
             tb.detach();
             Ok(())
         }
