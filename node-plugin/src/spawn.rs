@@ -322,6 +322,15 @@ pub fn detect_pid_namespace() -> PidNamespace {
     }
 }
 
+/// Whether pid numbers read from `/proc` name processes in this process's PID namespace (the
+/// `/proc` mounted here belongs to it), so that they may be signalled.
+pub fn proc_pids_are_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok()))
+        == Some(std::process::id())
+}
+
 /// `/proc/1/ns/cgroup` when it differs from ours (the plugin is in a cgroup namespace of its
 /// own) and can be read.
 fn host_cgroup_namespace() -> Option<PathBuf> {
@@ -381,6 +390,14 @@ pub async fn retire_stale_clients(mount_point: &Path, wait: Duration) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
+            if !proc_pids_are_ours() {
+                tracing::warn!(
+                    pids = ?left, mount_point = %mount_point.display(),
+                    "stale Gluster client processes are still running; they are not in this \
+                     plugin's PID namespace, so it cannot signal them"
+                );
+                return;
+            }
             for pid in left {
                 tracing::warn!(pid, mount_point = %mount_point.display(), "killing a stale Gluster client");
                 if let Ok(raw) = i32::try_from(pid) {

@@ -230,6 +230,17 @@ impl Pod {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// Adds the end of the plugin's log to a failure.
+    fn explain<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            e.context(format!(
+                "plugin log ({}) ends with:\n{}",
+                self.name,
+                self.log()
+            ))
+        })
+    }
+
     fn plugin_pid(&self) -> Option<u32> {
         self.child
             .lock()
@@ -649,148 +660,160 @@ fn code(r: Result<(), tonic::Status>) -> tonic::Code {
 
 async fn info_and_capabilities(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "info", true).await?;
-    let mut c = pod.client().await?;
-    let info = call("NodeGetInfo", c.node_get_info(NodeGetInfoRequest {})).await?;
-    ensure!(info.node_id == "node-info", "{info:?}");
-    ensure!(
-        info.max_volumes_per_node == 0 && info.accessible_topology.is_none(),
-        "{info:?}"
-    );
-    let caps = call(
-        "NodeGetCapabilities",
-        c.node_get_capabilities(NodeGetCapabilitiesRequest {}),
-    )
-    .await?;
-    use csi_proto::v1::node_service_capability::{Type, rpc};
-    let mut got: Vec<i32> = caps
-        .capabilities
-        .iter()
-        .filter_map(|c| c.r#type.map(|Type::Rpc(r)| r.r#type))
-        .collect();
-    got.sort_unstable();
-    let want = vec![
-        rpc::Type::StageUnstageVolume as i32,
-        rpc::Type::GetVolumeStats as i32,
-        rpc::Type::VolumeCondition as i32,
-        rpc::Type::SingleNodeMultiWriter as i32,
-    ];
-    ensure!(got == want, "capabilities {got:?}, want {want:?}");
-    Ok(())
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let info = call("NodeGetInfo", c.node_get_info(NodeGetInfoRequest {})).await?;
+        ensure!(info.node_id == "node-info", "{info:?}");
+        ensure!(
+            info.max_volumes_per_node == 0 && info.accessible_topology.is_none(),
+            "{info:?}"
+        );
+        let caps = call(
+            "NodeGetCapabilities",
+            c.node_get_capabilities(NodeGetCapabilitiesRequest {}),
+        )
+        .await?;
+        use csi_proto::v1::node_service_capability::{Type, rpc};
+        let mut got: Vec<i32> = caps
+            .capabilities
+            .iter()
+            .filter_map(|c| c.r#type.map(|Type::Rpc(r)| r.r#type))
+            .collect();
+        got.sort_unstable();
+        let want = vec![
+            rpc::Type::StageUnstageVolume as i32,
+            rpc::Type::GetVolumeStats as i32,
+            rpc::Type::VolumeCondition as i32,
+            rpc::Type::SingleNodeMultiWriter as i32,
+        ];
+        ensure!(got == want, "capabilities {got:?}, want {want:?}");
+        Ok(())
+    }
+    .await;
+    pod.explain(r)
 }
 
 async fn stage_and_two_publishes_share_one_client(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "share", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npshare").await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "pod-a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "pod-b", Mode::MultiNodeMultiWriter, false)
-        .await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npshare").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "pod-a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "pod-b", Mode::MultiNodeMultiWriter, false)
+            .await?;
 
-    write_file(v.target("pod-a").join("hello.txt"), "written through pod-a").await?;
-    let back = read_file(v.target("pod-b").join("hello.txt")).await?;
-    ensure!(back == "written through pod-a", "read back {back:?}");
+        write_file(v.target("pod-a").join("hello.txt"), "written through pod-a").await?;
+        let back = read_file(v.target("pod-b").join("hello.txt")).await?;
+        ensure!(back == "written through pod-a", "read back {back:?}");
 
-    let (fstype, source, _, staging_dev) = mount_at(&v.staging()).context("staging mount")?;
-    ensure!(fstype == "fuse.glusterfs", "{fstype}");
-    ensure!(
-        source == format!("{}:/npshare", tb.hosts()[0].address),
-        "{source}"
-    );
-    for p in ["pod-a", "pod-b"] {
-        let (_, _, _, dev) = mount_at(&v.target(p)).context("target mount")?;
+        let (fstype, source, _, staging_dev) = mount_at(&v.staging()).context("staging mount")?;
+        ensure!(fstype == "fuse.glusterfs", "{fstype}");
         ensure!(
-            dev == staging_dev,
-            "{p} is not a bind mount of the staging mount"
+            source == format!("{}:/npshare", tb.hosts()[0].address),
+            "{source}"
         );
+        for p in ["pod-a", "pod-b"] {
+            let (_, _, _, dev) = mount_at(&v.target(p)).context("target mount")?;
+            ensure!(
+                dev == staging_dev,
+                "{p} is not a bind mount of the staging mount"
+            );
+        }
+
+        let client = the_client(&v.staging())?;
+        // The primary is the first volfile server and is never repeated as a backup.
+        let cmdline = std::fs::read(format!("/proc/{client}/cmdline"))?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let servers: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--volfile-server="))
+            .collect();
+        let want: Vec<String> = tb.hosts().iter().map(|h| h.address.to_string()).collect();
+        ensure!(
+            servers == want,
+            "volfile servers {servers:?}, want {want:?}"
+        );
+        let log = pod.state.join("logs/npshare.log");
+        ensure!(
+            args.iter()
+                .any(|a| *a == format!("--log-file={}", log.display())),
+            "client log is not the per-volume log: {args:?}"
+        );
+        ensure!(args.iter().any(|a| a == "--log-level=ERROR"), "{args:?}");
+
+        // The client runs in the FUSE cgroup, not in the plugin's.
+        let cg = std::fs::read_to_string(format!("/proc/{client}/cgroup"))?;
+        let fuse_name = pod
+            .fuse_cgroup
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        ensure!(
+            cg.lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(fuse_name)),
+            "client {client} is not in the FUSE cgroup: {cg}"
+        );
+        ensure!(!cgroup_pids(&pod.pod_cgroup).contains(&client));
+
+        v.clean_up(&mut c, &["pod-a", "pod-b"]).await?;
+        ensure!(!procs::alive(client), "client still runs after unstage");
+        Ok(())
     }
-
-    let client = the_client(&v.staging())?;
-    // The primary is the first volfile server and is never repeated as a backup.
-    let cmdline = std::fs::read(format!("/proc/{client}/cmdline"))?;
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let servers: Vec<&str> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--volfile-server="))
-        .collect();
-    let want: Vec<String> = tb.hosts().iter().map(|h| h.address.to_string()).collect();
-    ensure!(
-        servers == want,
-        "volfile servers {servers:?}, want {want:?}"
-    );
-    let log = pod.state.join("logs/npshare.log");
-    ensure!(
-        args.iter()
-            .any(|a| *a == format!("--log-file={}", log.display())),
-        "client log is not the per-volume log: {args:?}"
-    );
-    ensure!(args.iter().any(|a| a == "--log-level=ERROR"), "{args:?}");
-
-    // The client runs in the FUSE cgroup, not in the plugin's.
-    let cg = std::fs::read_to_string(format!("/proc/{client}/cgroup"))?;
-    let fuse_name = pod
-        .fuse_cgroup
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    ensure!(
-        cg.lines()
-            .any(|l| l.starts_with("0::") && l.ends_with(fuse_name)),
-        "client {client} is not in the FUSE cgroup: {cg}"
-    );
-    ensure!(!cgroup_pids(&pod.pod_cgroup).contains(&client));
-
-    v.clean_up(&mut c, &["pod-a", "pod-b"]).await?;
-    ensure!(!procs::alive(client), "client still runs after unstage");
-    Ok(())
+    .await;
+    pod.explain(r)
 }
 
 async fn read_only_publish_refuses_writes(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "readonly", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npro").await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "writer", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "reader", Mode::MultiNodeMultiWriter, true)
-        .await?;
-    // An access mode that is read-only by itself also gives a read-only mount.
-    v.publish(&mut c, "ro-mode", Mode::MultiNodeReaderOnly, false)
-        .await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npro").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "writer", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "reader", Mode::MultiNodeMultiWriter, true)
+            .await?;
+        // An access mode that is read-only by itself also gives a read-only mount.
+        v.publish(&mut c, "ro-mode", Mode::MultiNodeReaderOnly, false)
+            .await?;
 
-    write_file(v.target("writer").join("f"), "data").await?;
-    for p in ["reader", "ro-mode"] {
-        let (_, _, opts, _) = mount_at(&v.target(p)).context("mounted")?;
-        ensure!(opts.split(',').any(|o| o == "ro"), "{p}: options {opts}");
-        let target = v.target(p).join("g");
-        let r = io("write to a read-only target", move || {
-            std::fs::write(&target, "x")
-        })
-        .await;
-        match r {
-            Err(e) => {
-                let errno = e
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(std::io::Error::raw_os_error);
-                ensure!(
-                    errno == Some(libc_erofs()),
-                    "{p}: expected EROFS, got {e:#}"
-                );
+        write_file(v.target("writer").join("f"), "data").await?;
+        for p in ["reader", "ro-mode"] {
+            let (_, _, opts, _) = mount_at(&v.target(p)).context("mounted")?;
+            ensure!(opts.split(',').any(|o| o == "ro"), "{p}: options {opts}");
+            let target = v.target(p).join("g");
+            let r = io("write to a read-only target", move || {
+                std::fs::write(&target, "x")
+            })
+            .await;
+            match r {
+                Err(e) => {
+                    let errno = e
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(std::io::Error::raw_os_error);
+                    ensure!(
+                        errno == Some(libc_erofs()),
+                        "{p}: expected EROFS, got {e:#}"
+                    );
+                }
+                Ok(()) => bail!("{p}: a write through a read-only publish succeeded"),
             }
-            Ok(()) => bail!("{p}: a write through a read-only publish succeeded"),
+            ensure!(read_file(v.target(p).join("f")).await? == "data");
         }
-        ensure!(read_file(v.target(p).join("f")).await? == "data");
+        // Publishing the same target again with another read-only setting is refused.
+        let again = v
+            .publish(&mut c, "reader", Mode::MultiNodeMultiWriter, false)
+            .await;
+        ensure!(code(again) == tonic::Code::AlreadyExists);
+        v.clean_up(&mut c, &["writer", "reader", "ro-mode"]).await
     }
-    // Publishing the same target again with another read-only setting is refused.
-    let again = v
-        .publish(&mut c, "reader", Mode::MultiNodeMultiWriter, false)
-        .await;
-    ensure!(code(again) == tonic::Code::AlreadyExists);
-    v.clean_up(&mut c, &["writer", "reader", "ro-mode"]).await
+    .await;
+    pod.explain(r)
 }
 
 fn libc_erofs() -> i32 {
@@ -826,516 +849,548 @@ async fn df(path: &Path) -> Result<[i64; 6]> {
 
 async fn stats_equal_df(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "stats", true).await?;
-    let mut c = pod.client().await?;
-    let bricks = create_volume_on_tmpfs(&tb, "npstats").await?;
-    let v = Vol {
-        id: "static-npstats".into(),
-        name: "npstats".into(),
-        ctx: context(&tb, "npstats"),
-        pod: &pod,
-    };
-    v.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
-    v.publish(&mut c, "p", Mode::SingleNodeMultiWriter, false)
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let bricks = create_volume_on_tmpfs(&tb, "npstats").await?;
+        let v = Vol {
+            id: "static-npstats".into(),
+            name: "npstats".into(),
+            ctx: context(&tb, "npstats"),
+            pod: &pod,
+        };
+        v.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
+        v.publish(&mut c, "p", Mode::SingleNodeMultiWriter, false)
+            .await?;
+        let target = v.target("p");
+        let big = target.join("big");
+        io("write 4 MiB", move || {
+            std::fs::write(&big, vec![7u8; 4 << 20])
+        })
         .await?;
-    let target = v.target("p");
-    let big = target.join("big");
-    io("write 4 MiB", move || {
-        std::fs::write(&big, vec![7u8; 4 << 20])
-    })
-    .await?;
-    let small = target.join("small");
-    io("create a file", move || std::fs::write(&small, b"s")).await?;
+        let small = target.join("small");
+        io("create a file", move || std::fs::write(&small, b"s")).await?;
 
-    let before = df(&target).await?;
-    let s = v.stats(&mut c, &target).await?;
-    let after = df(&target).await?;
-    ensure!(
-        before == after,
-        "the volume changed under the test: {before:?} {after:?}"
-    );
-    let cond = s.volume_condition.clone().context("no volume condition")?;
-    ensure!(
-        !cond.abnormal,
-        "healthy mount reported abnormal: {}",
-        cond.message
-    );
-    let find = |unit: volume_usage::Unit| s.usage.iter().find(|u| u.unit == unit as i32).copied();
-    let bytes = find(volume_usage::Unit::Bytes).context("no byte usage")?;
-    let inodes = find(volume_usage::Unit::Inodes).context("no inode usage")?;
-    let csi = [
-        bytes.total,
-        bytes.used,
-        bytes.available,
-        inodes.total,
-        inodes.used,
-        inodes.available,
-    ];
-    ensure!(
-        csi == before,
-        "NodeGetVolumeStats {csi:?} differs from df {before:?}"
-    );
-    ensure!(
-        bytes.used >= 4 << 20,
-        "the 4 MiB written are not counted: {csi:?}"
-    );
+        let before = df(&target).await?;
+        let s = v.stats(&mut c, &target).await?;
+        let after = df(&target).await?;
+        ensure!(
+            before == after,
+            "the volume changed under the test: {before:?} {after:?}"
+        );
+        let cond = s.volume_condition.clone().context("no volume condition")?;
+        ensure!(
+            !cond.abnormal,
+            "healthy mount reported abnormal: {}",
+            cond.message
+        );
+        let find =
+            |unit: volume_usage::Unit| s.usage.iter().find(|u| u.unit == unit as i32).copied();
+        let bytes = find(volume_usage::Unit::Bytes).context("no byte usage")?;
+        let inodes = find(volume_usage::Unit::Inodes).context("no inode usage")?;
+        let csi = [
+            bytes.total,
+            bytes.used,
+            bytes.available,
+            inodes.total,
+            inodes.used,
+            inodes.available,
+        ];
+        ensure!(
+            csi == before,
+            "NodeGetVolumeStats {csi:?} differs from df {before:?}"
+        );
+        ensure!(
+            bytes.used >= 4 << 20,
+            "the 4 MiB written are not counted: {csi:?}"
+        );
 
-    // The staging path answers too; unknown paths and other volumes' paths are NOT_FOUND.
-    let staged = v.stats(&mut c, &v.staging()).await?;
-    ensure!(!staged.usage.is_empty());
-    let not_found = [
-        pod.kubelet.join("pods/none/mount"),
-        PathBuf::from("some/path"),
-        pod.kubelet.clone(),
-    ];
-    for p in not_found {
-        let r = v.stats(&mut c, &p).await.map(|_| ());
-        ensure!(code(r) == tonic::Code::NotFound, "{}", p.display());
+        // The staging path answers too; unknown paths and other volumes' paths are NOT_FOUND.
+        let staged = v.stats(&mut c, &v.staging()).await?;
+        ensure!(!staged.usage.is_empty());
+        let not_found = [
+            pod.kubelet.join("pods/none/mount"),
+            PathBuf::from("some/path"),
+            pod.kubelet.clone(),
+        ];
+        for p in not_found {
+            let r = v.stats(&mut c, &p).await.map(|_| ());
+            ensure!(code(r) == tonic::Code::NotFound, "{}", p.display());
+        }
+        let other = Vol {
+            id: "static-other".into(),
+            ..Vol::new(&tb, &pod, "npstats2").await?
+        };
+        other.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
+        let wrong = Vol {
+            id: other.id.clone(),
+            name: v.name.clone(),
+            ctx: v.ctx.clone(),
+            pod: &pod,
+        };
+        let r = wrong.stats(&mut c, &target).await.map(|_| ());
+        ensure!(
+            code(r) == tonic::Code::NotFound,
+            "another volume's path must be NOT_FOUND"
+        );
+        let missing_id = Vol {
+            id: String::new(),
+            name: v.name.clone(),
+            ctx: v.ctx.clone(),
+            pod: &pod,
+        };
+        ensure!(
+            code(missing_id.stats(&mut c, &target).await.map(|_| ()))
+                == tonic::Code::InvalidArgument
+        );
+        ensure!(
+            code(v.stats(&mut c, Path::new("")).await.map(|_| ())) == tonic::Code::InvalidArgument
+        );
+        other.clean_up(&mut c, &[]).await?;
+        v.clean_up(&mut c, &["p"]).await?;
+        delete_tmpfs_volume(&tb, "npstats", &bricks).await
     }
-    let other = Vol {
-        id: "static-other".into(),
-        ..Vol::new(&tb, &pod, "npstats2").await?
-    };
-    other.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
-    let wrong = Vol {
-        id: other.id.clone(),
-        name: v.name.clone(),
-        ctx: v.ctx.clone(),
-        pod: &pod,
-    };
-    let r = wrong.stats(&mut c, &target).await.map(|_| ());
-    ensure!(
-        code(r) == tonic::Code::NotFound,
-        "another volume's path must be NOT_FOUND"
-    );
-    let missing_id = Vol {
-        id: String::new(),
-        name: v.name.clone(),
-        ctx: v.ctx.clone(),
-        pod: &pod,
-    };
-    ensure!(
-        code(missing_id.stats(&mut c, &target).await.map(|_| ())) == tonic::Code::InvalidArgument
-    );
-    ensure!(code(v.stats(&mut c, Path::new("")).await.map(|_| ())) == tonic::Code::InvalidArgument);
-    other.clean_up(&mut c, &[]).await?;
-    v.clean_up(&mut c, &["p"]).await?;
-    delete_tmpfs_volume(&tb, "npstats", &bricks).await
+    .await;
+    pod.explain(r)
 }
 
 async fn stage_and_publish_are_idempotent(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "idem", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npidem").await?;
-    for _ in 0..10 {
-        v.stage(&mut c, Mode::SingleNodeWriter).await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npidem").await?;
+        for _ in 0..10 {
+            v.stage(&mut c, Mode::SingleNodeWriter).await?;
+        }
+        let client = the_client(&v.staging())?;
+        for _ in 0..10 {
+            v.publish(&mut c, "p", Mode::SingleNodeWriter, false)
+                .await?;
+        }
+        ensure!(
+            mounts_at(&v.staging()) == 1,
+            "staging mounted {} times",
+            mounts_at(&v.staging())
+        );
+        ensure!(
+            mounts_at(&v.target("p")) == 1,
+            "target mounted {} times",
+            mounts_at(&v.target("p"))
+        );
+        ensure!(
+            the_client(&v.staging())? == client,
+            "a second client was started"
+        );
+        write_file(v.target("p").join("x"), "x").await?;
+        for _ in 0..10 {
+            v.unpublish(&mut c, "p").await?;
+        }
+        ensure!(mounts_at(&v.target("p")) == 0 && !v.target("p").exists());
+        for _ in 0..10 {
+            v.unstage(&mut c).await?;
+        }
+        ensure!(mounts_at(&v.staging()) == 0 && !v.staging().exists());
+        ensure!(wait_gone(client).await, "client still runs");
+        Ok(())
     }
-    let client = the_client(&v.staging())?;
-    for _ in 0..10 {
-        v.publish(&mut c, "p", Mode::SingleNodeWriter, false)
-            .await?;
-    }
-    ensure!(
-        mounts_at(&v.staging()) == 1,
-        "staging mounted {} times",
-        mounts_at(&v.staging())
-    );
-    ensure!(
-        mounts_at(&v.target("p")) == 1,
-        "target mounted {} times",
-        mounts_at(&v.target("p"))
-    );
-    ensure!(
-        the_client(&v.staging())? == client,
-        "a second client was started"
-    );
-    write_file(v.target("p").join("x"), "x").await?;
-    for _ in 0..10 {
-        v.unpublish(&mut c, "p").await?;
-    }
-    ensure!(mounts_at(&v.target("p")) == 0 && !v.target("p").exists());
-    for _ in 0..10 {
-        v.unstage(&mut c).await?;
-    }
-    ensure!(mounts_at(&v.staging()) == 0 && !v.staging().exists());
-    ensure!(wait_gone(client).await, "client still runs");
-    Ok(())
+    .await;
+    pod.explain(r)
 }
 
 async fn plugin_kill_leaves_mounts_serving(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "kill", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npkill").await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    write_file(v.target("a").join("before"), "before the kill").await?;
-    let client = the_client(&v.staging())?;
-    let plugin = pod.plugin_pid().context("plugin pid")?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npkill").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        write_file(v.target("a").join("before"), "before the kill").await?;
+        let client = the_client(&v.staging())?;
+        let plugin = pod.plugin_pid().context("plugin pid")?;
 
-    drop(c);
-    pod.kill().await?;
-    ensure!(
-        !procs::alive(plugin),
-        "the plugin survived its container's stop"
-    );
-    ensure!(procs::alive(client), "the FUSE client died with the plugin");
+        drop(c);
+        pod.kill().await?;
+        ensure!(
+            !procs::alive(plugin),
+            "the plugin survived its container's stop"
+        );
+        ensure!(procs::alive(client), "the FUSE client died with the plugin");
 
-    // I/O through both published targets still works with no plugin running.
-    write_file(v.target("b").join("after"), "after the kill").await?;
-    ensure!(read_file(v.target("a").join("after")).await? == "after the kill");
-    ensure!(read_file(v.target("b").join("before")).await? == "before the kill");
+        // I/O through both published targets still works with no plugin running.
+        write_file(v.target("b").join("after"), "after the kill").await?;
+        ensure!(read_file(v.target("a").join("after")).await? == "after the kill");
+        ensure!(read_file(v.target("b").join("before")).await? == "before the kill");
 
-    // A new plugin takes the mounts over.
-    pod.start_plugin(true).await?;
-    let mut c = pod.client().await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "c", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    ensure!(
-        the_client(&v.staging())? == client,
-        "the new plugin started another client"
-    );
-    ensure!(read_file(v.target("c").join("before")).await? == "before the kill");
-    let s = v.stats(&mut c, &v.target("b")).await?;
-    ensure!(!s.volume_condition.context("condition")?.abnormal);
-    v.clean_up(&mut c, &["a", "b", "c"]).await?;
-    ensure!(wait_gone(client).await, "client still runs after unstage");
-    Ok(())
+        // A new plugin takes the mounts over.
+        pod.start_plugin(true).await?;
+        let mut c = pod.client().await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "c", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        ensure!(
+            the_client(&v.staging())? == client,
+            "the new plugin started another client"
+        );
+        ensure!(read_file(v.target("c").join("before")).await? == "before the kill");
+        let s = v.stats(&mut c, &v.target("b")).await?;
+        ensure!(!s.volume_condition.context("condition")?.abnormal);
+        v.clean_up(&mut c, &["a", "b", "c"]).await?;
+        ensure!(wait_gone(client).await, "client still runs after unstage");
+        Ok(())
+    }
+    .await;
+    pod.explain(r)
 }
 
 async fn without_fuse_cgroup_the_client_dies(tb: Arc<Testbed>) -> Result<()> {
     // The control experiment: without --fuse-cgroup the client is in the container's cgroup
     // and dies with it, which is exactly what the trial above guards against.
     let pod = Pod::start(&tb, "control", false).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npctl").await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    write_file(v.target("a").join("f"), "kept on the bricks").await?;
-    let client = the_client(&v.staging())?;
-    ensure!(
-        cgroup_pids(&pod.pod_cgroup).contains(&client),
-        "client not in the pod cgroup"
-    );
-    drop(c);
-    pod.kill().await?;
-    ensure!(
-        wait_gone(client).await,
-        "client survived without a FUSE cgroup"
-    );
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npctl").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        write_file(v.target("a").join("f"), "kept on the bricks").await?;
+        let client = the_client(&v.staging())?;
+        ensure!(
+            cgroup_pids(&pod.pod_cgroup).contains(&client),
+            "client not in the pod cgroup"
+        );
+        drop(c);
+        pod.kill().await?;
+        ensure!(
+            wait_gone(client).await,
+            "client survived without a FUSE cgroup"
+        );
 
-    pod.start_plugin(true).await?;
-    let mut c = pod.client().await?;
-    let s = v.stats(&mut c, &v.target("a")).await?;
-    let cond = s.volume_condition.context("condition")?;
-    ensure!(
-        cond.abnormal && !cond.message.is_empty(),
-        "dead mount not reported: {cond:?}"
-    );
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    ensure!(read_file(v.target("a").join("f")).await? == "kept on the bricks");
-    let new_client = the_client(&v.staging())?;
-    ensure!(new_client != client);
-    v.clean_up(&mut c, &["a"]).await
+        pod.start_plugin(true).await?;
+        let mut c = pod.client().await?;
+        let s = v.stats(&mut c, &v.target("a")).await?;
+        let cond = s.volume_condition.context("condition")?;
+        ensure!(
+            cond.abnormal && !cond.message.is_empty(),
+            "dead mount not reported: {cond:?}"
+        );
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        ensure!(read_file(v.target("a").join("f")).await? == "kept on the bricks");
+        let new_client = the_client(&v.staging())?;
+        ensure!(new_client != client);
+        v.clean_up(&mut c, &["a"]).await
+    }
+    .await;
+    pod.explain(r)
 }
 
 async fn killed_client_is_repaired(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "repair", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "nprepair").await?;
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
-        .await?;
-    write_file(v.target("a").join("f"), "survives on the bricks").await?;
-    let client = the_client(&v.staging())?;
-    procs::signal(client, nix::sys::signal::Signal::SIGKILL);
-    ensure!(wait_gone(client).await, "client did not die");
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "nprepair").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+            .await?;
+        write_file(v.target("a").join("f"), "survives on the bricks").await?;
+        let client = the_client(&v.staging())?;
+        procs::signal(client, nix::sys::signal::Signal::SIGKILL);
+        ensure!(wait_gone(client).await, "client did not die");
 
-    // Reported abnormal, with a message, in one call.
-    let s = v.stats(&mut c, &v.target("a")).await?;
-    let cond = s.volume_condition.context("condition")?;
-    ensure!(cond.abnormal, "a dead mount reported normal");
-    ensure!(
-        cond.message.contains(&v.target("a").display().to_string()),
-        "{}",
-        cond.message
-    );
-    ensure!(s.usage.is_empty());
+        // Reported abnormal, with a message, in one call.
+        let s = v.stats(&mut c, &v.target("a")).await?;
+        let cond = s.volume_condition.context("condition")?;
+        ensure!(cond.abnormal, "a dead mount reported normal");
+        ensure!(
+            cond.message.contains(&v.target("a").display().to_string()),
+            "{}",
+            cond.message
+        );
+        ensure!(s.usage.is_empty());
 
-    // Stage remounts, publish rebinds; the read-only target stays read-only.
-    v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
-    let new_client = the_client(&v.staging())?;
-    ensure!(new_client != client);
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
-        .await?;
-    write_file(v.target("a").join("g"), "new I/O").await?;
-    ensure!(read_file(v.target("b").join("g")).await? == "new I/O");
-    ensure!(read_file(v.target("b").join("f")).await? == "survives on the bricks");
-    let (_, _, opts, _) = mount_at(&v.target("b")).context("b mounted")?;
-    ensure!(
-        opts.split(',').any(|o| o == "ro"),
-        "b lost read-only: {opts}"
-    );
-    for p in ["a", "b"] {
+        // Stage remounts, publish rebinds; the read-only target stays read-only.
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        let new_client = the_client(&v.staging())?;
+        ensure!(new_client != client);
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+            .await?;
+        write_file(v.target("a").join("g"), "new I/O").await?;
+        ensure!(read_file(v.target("b").join("g")).await? == "new I/O");
+        ensure!(read_file(v.target("b").join("f")).await? == "survives on the bricks");
+        let (_, _, opts, _) = mount_at(&v.target("b")).context("b mounted")?;
         ensure!(
-            mounts_at(&v.target(p)) == 1,
-            "{p}: stale mount left under the new one"
+            opts.split(',').any(|o| o == "ro"),
+            "b lost read-only: {opts}"
         );
-        let s = v.stats(&mut c, &v.target(p)).await?;
-        ensure!(
-            !s.volume_condition.context("condition")?.abnormal,
-            "{p} still abnormal"
-        );
+        for p in ["a", "b"] {
+            ensure!(
+                mounts_at(&v.target(p)) == 1,
+                "{p}: stale mount left under the new one"
+            );
+            let s = v.stats(&mut c, &v.target(p)).await?;
+            ensure!(
+                !s.volume_condition.context("condition")?.abnormal,
+                "{p} still abnormal"
+            );
+        }
+
+        // Publish alone repairs too: kill the new client and publish a target without staging.
+        procs::signal(new_client, nix::sys::signal::Signal::SIGKILL);
+        ensure!(wait_gone(new_client).await);
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        ensure!(read_file(v.target("a").join("g")).await? == "new I/O");
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
+            .await?;
+        the_client(&v.staging())?;
+        v.clean_up(&mut c, &["a", "b"]).await
     }
-
-    // Publish alone repairs too: kill the new client and publish a target without staging.
-    procs::signal(new_client, nix::sys::signal::Signal::SIGKILL);
-    ensure!(wait_gone(new_client).await);
-    v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
-        .await?;
-    ensure!(read_file(v.target("a").join("g")).await? == "new I/O");
-    v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, true)
-        .await?;
-    the_client(&v.staging())?;
-    v.clean_up(&mut c, &["a", "b"]).await
+    .await;
+    pod.explain(r)
 }
 
 async fn single_writer_second_publish(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "snsw", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npsnsw").await?;
-    v.stage(&mut c, Mode::SingleNodeSingleWriter).await?;
-    v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
-        .await?;
-    v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
-        .await?;
-    let second = v
-        .publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
-        .await;
-    ensure!(code(second) == tonic::Code::FailedPrecondition);
-    ensure!(!v.target("two").exists() || mounts_at(&v.target("two")) == 0);
-    v.unpublish(&mut c, "one").await?;
-    v.publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
-        .await?;
-    v.clean_up(&mut c, &["one", "two"]).await
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npsnsw").await?;
+        v.stage(&mut c, Mode::SingleNodeSingleWriter).await?;
+        v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
+            .await?;
+        v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
+            .await?;
+        let second = v
+            .publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
+            .await;
+        ensure!(code(second) == tonic::Code::FailedPrecondition);
+        ensure!(!v.target("two").exists() || mounts_at(&v.target("two")) == 0);
+        v.unpublish(&mut c, "one").await?;
+        v.publish(&mut c, "two", Mode::SingleNodeSingleWriter, false)
+            .await?;
+        v.clean_up(&mut c, &["one", "two"]).await
+    }
+    .await;
+    pod.explain(r)
 }
 
 async fn bad_requests(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "bad", true).await?;
-    let mut c = pod.client().await?;
-    let v = Vol::new(&tb, &pod, "npbad").await?;
-    let staging = v.staging().display().to_string();
-    let target = v.target("p").display().to_string();
-    let good_stage = || NodeStageVolumeRequest {
-        volume_id: v.id.clone(),
-        staging_target_path: staging.clone(),
-        volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
-        volume_context: v.ctx.clone(),
-        secrets: HashMap::from([("key".to_owned(), "not-logged-secret".to_owned())]),
-        ..Default::default()
-    };
-    let outside = tb
-        .scratch_dir("bad-outside")?
-        .join("x")
-        .display()
-        .to_string();
-    let mut stage_cases: Vec<(&str, NodeStageVolumeRequest)> = vec![
-        (
-            "no volume id",
-            NodeStageVolumeRequest {
-                volume_id: String::new(),
-                ..good_stage()
-            },
-        ),
-        (
-            "no staging path",
-            NodeStageVolumeRequest {
-                staging_target_path: String::new(),
-                ..good_stage()
-            },
-        ),
-        (
-            "relative",
-            NodeStageVolumeRequest {
-                staging_target_path: "rel/dir".into(),
-                ..good_stage()
-            },
-        ),
-        (
-            "dot-dot",
-            NodeStageVolumeRequest {
-                staging_target_path: format!("{staging}/../../x"),
-                ..good_stage()
-            },
-        ),
-        (
-            "outside kubelet dir",
-            NodeStageVolumeRequest {
-                staging_target_path: outside,
-                ..good_stage()
-            },
-        ),
-        (
-            "no capability",
-            NodeStageVolumeRequest {
-                volume_capability: None,
-                ..good_stage()
-            },
-        ),
-        (
-            "no context",
-            NodeStageVolumeRequest {
-                volume_context: HashMap::new(),
-                ..good_stage()
-            },
-        ),
-        (
-            "shell in flags",
-            NodeStageVolumeRequest {
-                volume_capability: Some(capability(
-                    Mode::SingleNodeWriter,
-                    &["log-level=ERROR;touch /tmp/pwned"],
-                )),
-                ..good_stage()
-            },
-        ),
-        (
-            "smuggled log-file",
-            NodeStageVolumeRequest {
-                volume_capability: Some(capability(
-                    Mode::SingleNodeWriter,
-                    &["acl,log-file=/etc/passwd"],
-                )),
-                ..good_stage()
-            },
-        ),
-    ];
-    let mut bad_ctx = v.ctx.clone();
-    bad_ctx.insert("glusterVolume".into(), "npbad;reboot".into());
-    stage_cases.push((
-        "shell in volume name",
-        NodeStageVolumeRequest {
-            volume_context: bad_ctx,
-            ..good_stage()
-        },
-    ));
-    for (what, req) in stage_cases {
-        let r = call("NodeStageVolume", c.node_stage_volume(req))
-            .await
-            .map(|_| ());
-        ensure!(
-            code(r.clone()) == tonic::Code::InvalidArgument,
-            "{what}: {r:?}"
-        );
-    }
-    ensure!(
-        !v.staging().exists(),
-        "an invalid request created the staging directory"
-    );
-
-    let good_publish = || NodePublishVolumeRequest {
-        volume_id: v.id.clone(),
-        staging_target_path: staging.clone(),
-        target_path: target.clone(),
-        volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
-        volume_context: v.ctx.clone(),
-        ..Default::default()
-    };
-    let publish_cases: Vec<(&str, NodePublishVolumeRequest, tonic::Code)> = vec![
-        (
-            "no target",
-            NodePublishVolumeRequest {
-                target_path: String::new(),
-                ..good_publish()
-            },
-            tonic::Code::InvalidArgument,
-        ),
-        (
-            "no volume id",
-            NodePublishVolumeRequest {
-                volume_id: String::new(),
-                ..good_publish()
-            },
-            tonic::Code::InvalidArgument,
-        ),
-        (
-            "no capability",
-            NodePublishVolumeRequest {
-                volume_capability: None,
-                ..good_publish()
-            },
-            tonic::Code::InvalidArgument,
-        ),
-        (
-            "not staged",
-            good_publish(),
-            tonic::Code::FailedPrecondition,
-        ),
-    ];
-    for (what, req, want) in publish_cases {
-        let r = call("NodePublishVolume", c.node_publish_volume(req))
-            .await
-            .map(|_| ());
-        ensure!(code(r.clone()) == want, "{what}: {r:?}");
-    }
-    // Unpublish and unstage of paths that were never mounted succeed.
-    v.unpublish(&mut c, "never").await?;
-    v.unstage(&mut c).await?;
-    let r = call(
-        "NodeUnpublishVolume",
-        c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "npbad").await?;
+        let staging = v.staging().display().to_string();
+        let target = v.target("p").display().to_string();
+        let good_stage = || NodeStageVolumeRequest {
             volume_id: v.id.clone(),
-            target_path: String::new(),
-        }),
-    )
-    .await
-    .map(|_| ());
-    ensure!(code(r) == tonic::Code::InvalidArgument);
+            staging_target_path: staging.clone(),
+            volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
+            volume_context: v.ctx.clone(),
+            secrets: HashMap::from([("key".to_owned(), "not-logged-secret".to_owned())]),
+            ..Default::default()
+        };
+        let outside = tb
+            .scratch_dir("bad-outside")?
+            .join("x")
+            .display()
+            .to_string();
+        let mut stage_cases: Vec<(&str, NodeStageVolumeRequest)> = vec![
+            (
+                "no volume id",
+                NodeStageVolumeRequest {
+                    volume_id: String::new(),
+                    ..good_stage()
+                },
+            ),
+            (
+                "no staging path",
+                NodeStageVolumeRequest {
+                    staging_target_path: String::new(),
+                    ..good_stage()
+                },
+            ),
+            (
+                "relative",
+                NodeStageVolumeRequest {
+                    staging_target_path: "rel/dir".into(),
+                    ..good_stage()
+                },
+            ),
+            (
+                "dot-dot",
+                NodeStageVolumeRequest {
+                    staging_target_path: format!("{staging}/../../x"),
+                    ..good_stage()
+                },
+            ),
+            (
+                "outside kubelet dir",
+                NodeStageVolumeRequest {
+                    staging_target_path: outside,
+                    ..good_stage()
+                },
+            ),
+            (
+                "no capability",
+                NodeStageVolumeRequest {
+                    volume_capability: None,
+                    ..good_stage()
+                },
+            ),
+            (
+                "no context",
+                NodeStageVolumeRequest {
+                    volume_context: HashMap::new(),
+                    ..good_stage()
+                },
+            ),
+            (
+                "shell in flags",
+                NodeStageVolumeRequest {
+                    volume_capability: Some(capability(
+                        Mode::SingleNodeWriter,
+                        &["log-level=ERROR;touch /tmp/pwned"],
+                    )),
+                    ..good_stage()
+                },
+            ),
+            (
+                "smuggled log-file",
+                NodeStageVolumeRequest {
+                    volume_capability: Some(capability(
+                        Mode::SingleNodeWriter,
+                        &["acl,log-file=/etc/passwd"],
+                    )),
+                    ..good_stage()
+                },
+            ),
+        ];
+        let mut bad_ctx = v.ctx.clone();
+        bad_ctx.insert("glusterVolume".into(), "npbad;reboot".into());
+        stage_cases.push((
+            "shell in volume name",
+            NodeStageVolumeRequest {
+                volume_context: bad_ctx,
+                ..good_stage()
+            },
+        ));
+        for (what, req) in stage_cases {
+            let r = call("NodeStageVolume", c.node_stage_volume(req))
+                .await
+                .map(|_| ());
+            ensure!(
+                code(r.clone()) == tonic::Code::InvalidArgument,
+                "{what}: {r:?}"
+            );
+        }
+        ensure!(
+            !v.staging().exists(),
+            "an invalid request created the staging directory"
+        );
 
-    // A mount that fails quotes the client's log.
-    let mut missing = v.ctx.clone();
-    missing.insert("glusterVolume".into(), "npnosuchvolume".into());
-    let r = call(
-        "NodeStageVolume",
-        c.node_stage_volume(NodeStageVolumeRequest {
-            volume_context: missing,
-            ..good_stage()
-        }),
-    )
+        let good_publish = || NodePublishVolumeRequest {
+            volume_id: v.id.clone(),
+            staging_target_path: staging.clone(),
+            target_path: target.clone(),
+            volume_capability: Some(capability(Mode::SingleNodeWriter, &[])),
+            volume_context: v.ctx.clone(),
+            ..Default::default()
+        };
+        let publish_cases: Vec<(&str, NodePublishVolumeRequest, tonic::Code)> = vec![
+            (
+                "no target",
+                NodePublishVolumeRequest {
+                    target_path: String::new(),
+                    ..good_publish()
+                },
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                "no volume id",
+                NodePublishVolumeRequest {
+                    volume_id: String::new(),
+                    ..good_publish()
+                },
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                "no capability",
+                NodePublishVolumeRequest {
+                    volume_capability: None,
+                    ..good_publish()
+                },
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                "not staged",
+                good_publish(),
+                tonic::Code::FailedPrecondition,
+            ),
+        ];
+        for (what, req, want) in publish_cases {
+            let r = call("NodePublishVolume", c.node_publish_volume(req))
+                .await
+                .map(|_| ());
+            ensure!(code(r.clone()) == want, "{what}: {r:?}");
+        }
+        // Unpublish and unstage of paths that were never mounted succeed.
+        v.unpublish(&mut c, "never").await?;
+        v.unstage(&mut c).await?;
+        let r = call(
+            "NodeUnpublishVolume",
+            c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: v.id.clone(),
+                target_path: String::new(),
+            }),
+        )
+        .await
+        .map(|_| ());
+        ensure!(code(r) == tonic::Code::InvalidArgument);
+
+        // A mount that fails quotes the client's log.
+        let mut missing = v.ctx.clone();
+        missing.insert("glusterVolume".into(), "npnosuchvolume".into());
+        let r = call(
+            "NodeStageVolume",
+            c.node_stage_volume(NodeStageVolumeRequest {
+                volume_context: missing,
+                ..good_stage()
+            }),
+        )
+        .await;
+        let status = match r {
+            Ok(_) => bail!("mounting a volume that does not exist succeeded"),
+            Err(s) => s,
+        };
+        let log = pod.state.join("logs/npnosuchvolume.log");
+        let last_line = std::fs::read_to_string(&log)
+            .with_context(|| format!("no client log at {}", log.display()))?
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .context("client log is empty")?;
+        ensure!(
+            status.message().contains(last_line.trim()),
+            "error does not quote the client log's last line {last_line:?}: {}",
+            status.message()
+        );
+        ensure!(mounts_at(&v.staging()) == 0);
+        ensure!(
+            !std::fs::read_to_string(pod.dir.join("plugin.log"))?.contains("not-logged-secret"),
+            "a secret reached the log"
+        );
+        v.unstage(&mut c).await?;
+        ensure!(!v.staging().exists());
+        Ok(())
+    }
     .await;
-    let status = match r {
-        Ok(_) => bail!("mounting a volume that does not exist succeeded"),
-        Err(s) => s,
-    };
-    let log = pod.state.join("logs/npnosuchvolume.log");
-    let last_line = std::fs::read_to_string(&log)
-        .with_context(|| format!("no client log at {}", log.display()))?
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .context("client log is empty")?;
-    ensure!(
-        status.message().contains(last_line.trim()),
-        "error does not quote the client log's last line {last_line:?}: {}",
-        status.message()
-    );
-    ensure!(mounts_at(&v.staging()) == 0);
-    ensure!(
-        !std::fs::read_to_string(pod.dir.join("plugin.log"))?.contains("not-logged-secret"),
-        "a secret reached the log"
-    );
-    v.unstage(&mut c).await?;
-    ensure!(!v.staging().exists());
-    Ok(())
+    pod.explain(r)
 }
