@@ -39,21 +39,49 @@ fn main() {
     let opts = TestbedOptions::gluster_only(PathBuf::new(), HOSTS);
     harness::run(opts, |tb| {
         vec![
-            harness::trial("hello_metrics_and_unknown_paths", &tb, hello_metrics_and_unknown_paths),
+            harness::trial(
+                "hello_metrics_and_unknown_paths",
+                &tb,
+                hello_metrics_and_unknown_paths,
+            ),
             harness::trial("jwt_errors_are_heketis", &tb, jwt_errors_are_heketis),
-            harness::trial("disabled_auth_needs_no_token", &tb, disabled_auth_needs_no_token),
+            harness::trial(
+                "disabled_auth_needs_no_token",
+                &tb,
+                disabled_auth_needs_no_token,
+            ),
             harness::trial("cluster_routes", &tb, cluster_routes),
             harness::trial("node_and_device_routes", &tb, node_and_device_routes),
-            harness::trial("node_add_probes_a_new_peer_and_delete_detaches_it", &tb, node_add_probes_and_delete_detaches),
+            harness::trial(
+                "node_add_probes_a_new_peer_and_delete_detaches_it",
+                &tb,
+                node_add_probes_and_delete_detaches,
+            ),
             harness::trial(
                 "replica3_bricks_on_three_hosts_mount_write_read_df_gid",
                 &tb,
                 replica3_bricks_on_three_hosts_mount_write_read_df_gid,
             ),
-            harness::trial("expand_shows_in_df_and_accounting", &tb, expand_shows_in_df_and_accounting),
-            harness::trial("clone_holds_the_source_data", &tb, clone_holds_the_source_data),
-            harness::trial("delete_leaves_no_brick_directory", &tb, delete_leaves_no_brick_directory),
-            harness::trial("disperse_and_distribute_volumes", &tb, disperse_and_distribute_volumes),
+            harness::trial(
+                "expand_shows_in_df_and_accounting",
+                &tb,
+                expand_shows_in_df_and_accounting,
+            ),
+            harness::trial(
+                "clone_holds_the_source_data",
+                &tb,
+                clone_holds_the_source_data,
+            ),
+            harness::trial(
+                "delete_leaves_no_brick_directory",
+                &tb,
+                delete_leaves_no_brick_directory,
+            ),
+            harness::trial(
+                "disperse_and_distribute_volumes",
+                &tb,
+                disperse_and_distribute_volumes,
+            ),
             harness::trial(
                 "twenty_concurrent_creates_end_created_or_429",
                 &tb,
@@ -64,7 +92,11 @@ fn main() {
                 &tb,
                 kill9_during_creates_then_restart_lists_agree_with_gluster,
             ),
-            harness::trial("error_paths_give_heketi_codes_and_text", &tb, error_paths_give_heketi_codes_and_text),
+            harness::trial(
+                "error_paths_give_heketi_codes_and_text",
+                &tb,
+                error_paths_give_heketi_codes_and_text,
+            ),
             harness::trial(
                 "failed_create_is_500_in_queue_and_spares_foreign_volume",
                 &tb,
@@ -97,8 +129,12 @@ impl Resp {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.body)
-            .with_context(|| format!("reply {} is not the JSON expected: {}", self.status, self.body))
+        serde_json::from_str(&self.body).with_context(|| {
+            format!(
+                "reply {} is not the JSON expected: {}",
+                self.status, self.body
+            )
+        })
     }
 
     /// Asserts a Heketi plain-text error: status, `text/plain`, exact message plus newline.
@@ -321,7 +357,8 @@ impl Server {
     async fn req(&self, method: &str, path: &str, body: Option<&str>) -> Result<Resp> {
         let qsh_path = path.split('?').next().unwrap_or(path);
         let t = token("admin", &self.admin_key, method, qsh_path, 0, Some(300));
-        self.raw(method, path, body, Some(format!("bearer {t}"))).await
+        self.raw(method, path, body, Some(format!("bearer {t}")))
+            .await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -338,7 +375,10 @@ impl Server {
     /// Polls a queue entry until it is done; checks every pending reply. Returns the final
     /// reply and whether a pending reply was seen.
     async fn wait_queue(&self, queue: &str) -> Result<(Resp, bool)> {
-        ensure!(queue.starts_with("/queue/"), "not a queue location: {queue}");
+        ensure!(
+            queue.starts_with("/queue/"),
+            "not a queue location: {queue}"
+        );
         let deadline = Instant::now() + OP_TIMEOUT;
         let mut seen_pending = false;
         loop {
@@ -355,7 +395,10 @@ impl Server {
                 again.expect_error(404, "Id not found")?;
                 return Ok((r, seen_pending));
             }
-            ensure!(Instant::now() < deadline, "{queue} still pending after {OP_TIMEOUT:?}");
+            ensure!(
+                Instant::now() < deadline,
+                "{queue} still pending after {OP_TIMEOUT:?}"
+            );
             tokio::time::sleep(POLL).await;
         }
     }
@@ -406,7 +449,8 @@ impl Server {
     }
 
     async fn delete_volume(&self, id: &str) -> Result<()> {
-        self.call_204("DELETE", &format!("/volumes/{id}"), None).await
+        self.call_204("DELETE", &format!("/volumes/{id}"), None)
+            .await
     }
 
     /// The device directory of this server on host `i`.
@@ -539,7 +583,12 @@ async fn hello_metrics_and_unknown_paths(tb: Arc<Testbed>) -> Result<()> {
     let m = s.raw("GET", "/metrics", None, None).await?;
     ensure!(m.status == 200 && m.body.contains("heketi_up 1"), "{m:?}");
 
-    for path in ["/nope", "/volumes/xyz", "/volumes/12ab/nope", "/queue/not-hex"] {
+    for path in [
+        "/nope",
+        "/volumes/xyz",
+        "/volumes/12ab/nope",
+        "/queue/not-hex",
+    ] {
         s.req("GET", path, None)
             .await?
             .expect_error(404, "Invalid path or request")?;
@@ -562,41 +611,83 @@ async fn hello_metrics_and_unknown_paths(tb: Arc<Testbed>) -> Result<()> {
 
 async fn jwt_errors_are_heketis(tb: Arc<Testbed>) -> Result<()> {
     let s = Server::start(&tb, "jwt", &[]).await?;
-    let admin = |m: &str, p: &str, iat: i64, exp: Option<i64>| token("admin", &s.admin_key, m, p, iat, exp);
+    let admin =
+        |m: &str, p: &str, iat: i64, exp: Option<i64>| token("admin", &s.admin_key, m, p, iat, exp);
     let get = |auth: Option<String>| s.raw("GET", "/clusters", None, auth);
 
-    get(None).await?.expect_error(401, "Required authorization token not found")?;
+    get(None)
+        .await?
+        .expect_error(401, "Required authorization token not found")?;
     get(Some("Basic abc".into()))
         .await?
         .expect_error(400, "Authorization header format must be Bearer {token}")?;
-    let ok = get(Some(format!("BEARER {}", admin("GET", "/clusters", 0, Some(300))))).await?;
+    let ok = get(Some(format!(
+        "BEARER {}",
+        admin("GET", "/clusters", 0, Some(300))
+    )))
+    .await?;
     ensure!(ok.status == 200, "scheme is case-insensitive: {ok:?}");
-    get(Some(format!("bearer {}", token("admin", "wrong", "GET", "/clusters", 0, Some(300)))))
-        .await?
-        .expect_error(401, "Invalid JWT token: signature is invalid (client and server secrets may not match)")?;
-    get(Some(format!("bearer {}", admin("GET", "/volumes", 0, Some(300)))))
-        .await?
-        .expect_error(401, "Invalid qsh claim in token")?;
-    let no_exp = get(Some(format!("bearer {}", admin("GET", "/clusters", 0, None)))).await?;
+    get(Some(format!(
+        "bearer {}",
+        token("admin", "wrong", "GET", "/clusters", 0, Some(300))
+    )))
+    .await?
+    .expect_error(
+        401,
+        "Invalid JWT token: signature is invalid (client and server secrets may not match)",
+    )?;
+    get(Some(format!(
+        "bearer {}",
+        admin("GET", "/volumes", 0, Some(300))
+    )))
+    .await?
+    .expect_error(401, "Invalid qsh claim in token")?;
+    let no_exp = get(Some(format!(
+        "bearer {}",
+        admin("GET", "/clusters", 0, None)
+    )))
+    .await?;
     ensure!(
-        no_exp.status == 401 && no_exp.body.starts_with("Invalid JWT token: Token is expired by "),
+        no_exp.status == 401
+            && no_exp
+                .body
+                .starts_with("Invalid JWT token: Token is expired by "),
         "a token without exp is refused: {no_exp:?}"
     );
-    let expired = get(Some(format!("bearer {}", admin("GET", "/clusters", -600, Some(-60))))).await?;
+    let expired = get(Some(format!(
+        "bearer {}",
+        admin("GET", "/clusters", -600, Some(-60))
+    )))
+    .await?;
     ensure!(
-        expired.status == 401 && expired.body.starts_with("Invalid JWT token: Token is expired by "),
+        expired.status == 401
+            && expired
+                .body
+                .starts_with("Invalid JWT token: Token is expired by "),
         "{expired:?}"
     );
-    get(Some(format!("bearer {}", admin("GET", "/clusters", 3600, Some(7200)))))
-        .await?
-        .expect_error(401, "Invalid JWT token: Token used before issued (client and server clocks may differ)")?;
-    get(Some(format!("bearer {}", token("root", &s.admin_key, "GET", "/clusters", 0, Some(300)))))
-        .await?
-        .expect_error(401, "Invalid JWT token: Unknown user")?;
+    get(Some(format!(
+        "bearer {}",
+        admin("GET", "/clusters", 3600, Some(7200))
+    )))
+    .await?
+    .expect_error(
+        401,
+        "Invalid JWT token: Token used before issued (client and server clocks may differ)",
+    )?;
+    get(Some(format!(
+        "bearer {}",
+        token("root", &s.admin_key, "GET", "/clusters", 0, Some(300))
+    )))
+    .await?
+    .expect_error(401, "Invalid JWT token: Unknown user")?;
 
     // The user may list and create volumes, nothing else.
-    let user = |m: &str, p: &str| format!("bearer {}", token("user", &s.user_key, m, p, 0, Some(300)));
-    let r = s.raw("GET", "/volumes", None, Some(user("GET", "/volumes"))).await?;
+    let user =
+        |m: &str, p: &str| format!("bearer {}", token("user", &s.user_key, m, p, 0, Some(300)));
+    let r = s
+        .raw("GET", "/volumes", None, Some(user("GET", "/volumes")))
+        .await?;
     ensure!(r.status == 200, "user GET /volumes: {r:?}");
     s.raw("GET", "/clusters", None, Some(user("GET", "/clusters")))
         .await?
@@ -606,9 +697,14 @@ async fn jwt_errors_are_heketis(tb: Arc<Testbed>) -> Result<()> {
         .await?
         .expect_error(401, "Administrator access required")?;
     // Reaching POST /volumes as user: refused by validation, not by auth.
-    s.raw("POST", "/volumes", Some("{}"), Some(user("POST", "/volumes")))
-        .await?
-        .expect_error(400, "validation failed: size: cannot be blank.")?;
+    s.raw(
+        "POST",
+        "/volumes",
+        Some("{}"),
+        Some(user("POST", "/volumes")),
+    )
+    .await?
+    .expect_error(400, "validation failed: size: cannot be blank.")?;
     Ok(())
 }
 
@@ -635,7 +731,11 @@ async fn cluster_routes(tb: Arc<Testbed>) -> Result<()> {
     ensure!(list.clusters == vec![c.id.clone()], "{list:?}");
 
     let r = s
-        .req("POST", &format!("/clusters/{}/flags", c.id), Some(r#"{"file":true,"block":false}"#))
+        .req(
+            "POST",
+            &format!("/clusters/{}/flags", c.id),
+            Some(r#"{"file":true,"block":false}"#),
+        )
         .await?;
     ensure!(r.status == 200, "{r:?}");
     let info: ClusterInfoResponse = s.get_json(&format!("/clusters/{}", c.id)).await?;
@@ -647,10 +747,16 @@ async fn cluster_routes(tb: Arc<Testbed>) -> Result<()> {
         .await?
         .expect_error(
             409,
-            &format!("Unable to delete cluster [{}] because it contains volumes and/or nodes", c.id),
+            &format!(
+                "Unable to delete cluster [{}] because it contains volumes and/or nodes",
+                c.id
+            ),
         )?;
-    s.call_204("DELETE", &format!("/nodes/{node}"), None).await?;
-    let r = s.req("DELETE", &format!("/clusters/{}", c.id), None).await?;
+    s.call_204("DELETE", &format!("/nodes/{node}"), None)
+        .await?;
+    let r = s
+        .req("DELETE", &format!("/clusters/{}", c.id), None)
+        .await?;
     ensure!(r.status == 200 && r.body.is_empty(), "{r:?}");
     s.req("GET", &format!("/clusters/{}", c.id), None)
         .await?
@@ -682,7 +788,13 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     let dup = json!({"zone": 1, "cluster": t.cluster, "hostnames": {"manage": [addr0], "storage": [addr0]}});
     s.req("POST", "/nodes", Some(&dup.to_string()))
         .await?
-        .expect_error(409, &format!("Hostname {addr0} already used by node with id {}\n", t.nodes[0]))?;
+        .expect_error(
+            409,
+            &format!(
+                "Hostname {addr0} already used by node with id {}\n",
+                t.nodes[0]
+            ),
+        )?;
     let bad_cluster = json!({"zone": 1, "cluster": "0123456789abcdef0123456789abcdef",
         "hostnames": {"manage": ["10.9.9.9"], "storage": ["10.9.9.9"]}});
     s.req("POST", "/nodes", Some(&bad_cluster.to_string()))
@@ -703,10 +815,15 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     let same_dev = json!({"name": s.device_dir(0).display().to_string(), "node": t.nodes[0]});
     s.req("POST", "/devices", Some(&same_dev.to_string()))
         .await?
-        .expect_error(409, &format!("Device already in use (ID: {})", t.devices[0]))?;
+        .expect_error(
+            409,
+            &format!("Device already in use (ID: {})", t.devices[0]),
+        )?;
     // A device directory that does not exist: accepted, then the queue reports the failure.
     let missing = json!({"name": "/nonexistent/hs-device", "node": t.nodes[0]});
-    let (done, _) = s.call("POST", "/devices", Some(&missing.to_string())).await?;
+    let (done, _) = s
+        .call("POST", "/devices", Some(&missing.to_string()))
+        .await?;
     ensure!(
         done.status == 500 && done.body.contains("/nonexistent/hs-device"),
         "{done:?}"
@@ -715,7 +832,13 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     // A node with a device cannot be deleted; a device with bricks cannot either.
     s.req("DELETE", &format!("/nodes/{}", t.nodes[0]), None)
         .await?
-        .expect_error(409, &format!("Unable to delete node [{}] because it contains devices", t.nodes[0]))?;
+        .expect_error(
+            409,
+            &format!(
+                "Unable to delete node [{}] because it contains devices",
+                t.nodes[0]
+            ),
+        )?;
     let vol = s.create_volume(replica3(1)).await?;
     let dev: DeviceInfoResponse = s.get_json(&format!("/devices/{}", t.devices[0])).await?;
     ensure!(
@@ -724,47 +847,78 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     );
     s.req("DELETE", &format!("/devices/{}", t.devices[0]), None)
         .await?
-        .expect_error(409, &format!("Unable to delete device [{}] because it contains bricks", t.devices[0]))?;
+        .expect_error(
+            409,
+            &format!(
+                "Unable to delete device [{}] because it contains bricks",
+                t.devices[0]
+            ),
+        )?;
 
     // States: an offline device takes no bricks (3 nodes needed, one is offline → no space).
-    s.call_204("POST", &format!("/devices/{}/state", t.devices[2]), Some(r#"{"state":"offline"}"#))
-        .await?;
+    s.call_204(
+        "POST",
+        &format!("/devices/{}/state", t.devices[2]),
+        Some(r#"{"state":"offline"}"#),
+    )
+    .await?;
     let dev: DeviceInfoResponse = s.get_json(&format!("/devices/{}", t.devices[2])).await?;
     ensure!(serde_json::to_value(dev.state)? == json!("offline"));
     s.req("POST", "/volumes", Some(&replica3(1).to_string()))
         .await?
         .expect_error(500, "Failed to allocate new volume: No space")?;
-    s.call_204("POST", &format!("/devices/{}/state", t.devices[2]), Some(r#"{"state":"online"}"#))
-        .await?;
-    s.call_204("POST", &format!("/nodes/{}/state", t.nodes[1]), Some(r#"{"state":"offline"}"#))
-        .await?;
+    s.call_204(
+        "POST",
+        &format!("/devices/{}/state", t.devices[2]),
+        Some(r#"{"state":"online"}"#),
+    )
+    .await?;
+    s.call_204(
+        "POST",
+        &format!("/nodes/{}/state", t.nodes[1]),
+        Some(r#"{"state":"offline"}"#),
+    )
+    .await?;
     s.req("POST", "/volumes", Some(&replica3(1).to_string()))
         .await?
         .expect_error(500, "Failed to allocate new volume: No space")?;
-    s.call_204("POST", &format!("/nodes/{}/state", t.nodes[1]), Some(r#"{"state":"online"}"#))
-        .await?;
-    s.req("POST", &format!("/nodes/{}/state", t.nodes[1]), Some(r#"{"state":"asleep"}"#))
-        .await?
-        .expect_error(400, "validation failed: state: asleep is not valid state.")?;
+    s.call_204(
+        "POST",
+        &format!("/nodes/{}/state", t.nodes[1]),
+        Some(r#"{"state":"online"}"#),
+    )
+    .await?;
+    s.req(
+        "POST",
+        &format!("/nodes/{}/state", t.nodes[1]),
+        Some(r#"{"state":"asleep"}"#),
+    )
+    .await?
+    .expect_error(400, "validation failed: state: asleep is not valid state.")?;
 
     // Empty what can be emptied: the volume, every device, and node 1 (the glusterd the
     // server talks to, which is never detached). Deleting the other nodes would detach hosts
     // other trials are using; the probe/detach trial covers that with host 4.
     s.delete_volume(&vol.id).await?;
     for dev in &t.devices {
-        s.call_204("DELETE", &format!("/devices/{dev}"), None).await?;
+        s.call_204("DELETE", &format!("/devices/{dev}"), None)
+            .await?;
         s.req("GET", &format!("/devices/{dev}"), None)
             .await?
             .expect_error(404, "Id not found")?;
     }
-    s.call_204("DELETE", &format!("/nodes/{}", t.nodes[0]), None).await?;
+    s.call_204("DELETE", &format!("/nodes/{}", t.nodes[0]), None)
+        .await?;
     s.req("GET", &format!("/nodes/{}", t.nodes[0]), None)
         .await?
         .expect_error(404, "Id not found")?;
     let cluster: ClusterInfoResponse = s.get_json(&format!("/clusters/{}", t.cluster)).await?;
     ensure!(cluster.nodes.len() == TOPOLOGY_HOSTS - 1, "{cluster:?}");
     let pool = tb.gluster(0, &["pool", "list"]).await?;
-    ensure!(pool.matches("Connected").count() >= TOPOLOGY_HOSTS, "{pool}");
+    ensure!(
+        pool.matches("Connected").count() >= TOPOLOGY_HOSTS,
+        "{pool}"
+    );
     Ok(())
 }
 
@@ -780,12 +934,17 @@ async fn node_add_probes_and_delete_detaches(tb: Arc<Testbed>) -> Result<()> {
     let node = s.add_node(&c.id, 3).await?;
     let pool = tb.gluster(0, &["pool", "list"]).await?;
     ensure!(
-        pool.lines().any(|l| l.contains(&h4) && l.contains("Connected")),
+        pool.lines()
+            .any(|l| l.contains(&h4) && l.contains("Connected")),
         "after POST /nodes the host is a connected peer:\n{pool}"
     );
-    s.call_204("DELETE", &format!("/nodes/{node}"), None).await?;
+    s.call_204("DELETE", &format!("/nodes/{node}"), None)
+        .await?;
     let pool = tb.gluster(0, &["pool", "list"]).await?;
-    ensure!(!pool.contains(&h4), "after DELETE the host left the pool:\n{pool}");
+    ensure!(
+        !pool.contains(&h4),
+        "after DELETE the host left the pool:\n{pool}"
+    );
     // Put it back for whoever comes next.
     tb.gluster(0, &["peer", "probe", &h4]).await?;
     Ok(())
@@ -800,7 +959,10 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
     let r = s.req("POST", "/volumes", Some(&body.to_string())).await?;
     ensure!(r.status == 202 && r.body.is_empty(), "{r:?}");
     let (done, seen_pending) = s.wait_queue(&r.location()?).await?;
-    ensure!(seen_pending, "a create is pending at least once while Gluster works");
+    ensure!(
+        seen_pending,
+        "a create is pending at least once while Gluster works"
+    );
     ensure!(done.status == 303, "{done:?}");
     let vol: VolumeInfoResponse = s.get_json(&done.location()?).await?;
     ensure!(vol.name == "hs_r3" && vol.size == 1 && vol.gid == 2001 && vol.cluster == t.cluster);
@@ -820,7 +982,10 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
 
     // Mount description: the first host serves the volfile, the others are backups.
     let m = &vol.mount.glusterfs;
-    ensure!(m.hosts.len() == 3 && m.device == format!("{}:hs_r3", m.hosts[0]), "{m:?}");
+    ensure!(
+        m.hosts.len() == 3 && m.device == format!("{}:hs_r3", m.hosts[0]),
+        "{m:?}"
+    );
     ensure!(
         m.options.get("backup-volfile-servers") == Some(&m.hosts[1..].join(",")),
         "{m:?}"
@@ -830,16 +995,28 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
     let opt = tb
         .gluster(0, &["volume", "get", "hs_r3", "network.ping-timeout"])
         .await?;
-    ensure!(opt.lines().any(|l| l.contains("network.ping-timeout") && l.contains("20")), "{opt}");
+    ensure!(
+        opt.lines()
+            .any(|l| l.contains("network.ping-timeout") && l.contains("20")),
+        "{opt}"
+    );
 
     // Mount, df, group ownership, write, read through a second mount.
     let a = mount(&tb, "hs_r3", "r3a").await?;
     let b = mount(&tb, "hs_r3", "r3b").await?;
     let result = async {
-        ensure!(df_bytes(&a)? == GIB, "df shows the quota size: {}", df_bytes(&a)?);
+        ensure!(
+            df_bytes(&a)? == GIB,
+            "df shows the quota size: {}",
+            df_bytes(&a)?
+        );
         let meta = std::fs::metadata(&a)?;
         ensure!(meta.gid() == 2001, "root group {}", meta.gid());
-        ensure!(meta.mode() & 0o7777 == 0o2775, "root mode {:o}", meta.mode() & 0o7777);
+        ensure!(
+            meta.mode() & 0o7777 == 0o2775,
+            "root mode {:o}",
+            meta.mode() & 0o7777
+        );
         std::fs::write(a.join("hello.txt"), b"written through mount a")?;
         let back = std::fs::read(b.join("hello.txt"))?;
         ensure!(back == b"written through mount a");
@@ -853,7 +1030,10 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
     result?;
     // Every brick holds the file (replica 3).
     for p in &theirs {
-        ensure!(Path::new(p).join("hello.txt").exists(), "brick {p} lacks the file");
+        ensure!(
+            Path::new(p).join("hello.txt").exists(),
+            "brick {p} lacks the file"
+        );
     }
     s.delete_volume(&vol.id).await?;
     Ok(())
@@ -864,7 +1044,11 @@ async fn expand_shows_in_df_and_accounting(tb: Arc<Testbed>) -> Result<()> {
     let t = s.load_topology().await?;
     let vol = s.create_volume(replica3(1)).await?;
     let loc = s
-        .call_303("POST", &format!("/volumes/{}/expand", vol.id), Some(r#"{"expand_size":2}"#))
+        .call_303(
+            "POST",
+            &format!("/volumes/{}/expand", vol.id),
+            Some(r#"{"expand_size":2}"#),
+        )
         .await?;
     ensure!(loc == format!("/volumes/{}", vol.id), "{loc}");
     let after: VolumeInfoResponse = s.get_json(&loc).await?;
@@ -878,9 +1062,13 @@ async fn expand_shows_in_df_and_accounting(tb: Arc<Testbed>) -> Result<()> {
     let size = df_bytes(&m);
     tb.unmount(&m).await?;
     ensure!(size? == 3 * GIB, "df shows the expanded size");
-    s.req("POST", &format!("/volumes/{}/expand", vol.id), Some(r#"{"expand_size":100000}"#))
-        .await?
-        .expect_error(500, "Failed to allocate volume expansion: No space")?;
+    s.req(
+        "POST",
+        &format!("/volumes/{}/expand", vol.id),
+        Some(r#"{"expand_size":100000}"#),
+    )
+    .await?
+    .expect_error(500, "Failed to allocate volume expansion: No space")?;
     s.delete_volume(&vol.id).await?;
     Ok(())
 }
@@ -904,13 +1092,22 @@ async fn clone_holds_the_source_data(tb: Arc<Testbed>) -> Result<()> {
     wrote?;
 
     let loc = s
-        .call_303("POST", &format!("/volumes/{}/clone", src.id), Some(r#"{"name":"hs_clone_dst"}"#))
+        .call_303(
+            "POST",
+            &format!("/volumes/{}/clone", src.id),
+            Some(r#"{"name":"hs_clone_dst"}"#),
+        )
         .await?;
     let clone: VolumeInfoResponse = s.get_json(&loc).await?;
     ensure!(clone.id != src.id && clone.name == "hs_clone_dst");
     ensure!(clone.size == src.size && clone.gid == 3003 && clone.durability == src.durability);
     let src_bricks: BTreeSet<&str> = src.bricks.iter().map(|b| b.path.as_str()).collect();
-    ensure!(clone.bricks.iter().all(|b| !src_bricks.contains(b.path.as_str())));
+    ensure!(
+        clone
+            .bricks
+            .iter()
+            .all(|b| !src_bricks.contains(b.path.as_str()))
+    );
 
     let c = mount(&tb, "hs_clone_dst", "clone-dst").await?;
     let checked = async {
@@ -934,7 +1131,10 @@ async fn clone_holds_the_source_data(tb: Arc<Testbed>) -> Result<()> {
     s.delete_volume(&clone.id).await?;
     // No temporary mount is left behind.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    ensure!(!mounts.contains(&s.dir.display().to_string()), "a clone mount is left");
+    ensure!(
+        !mounts.contains(&s.dir.display().to_string()),
+        "a clone mount is left"
+    );
     Ok(())
 }
 
@@ -949,12 +1149,22 @@ async fn delete_leaves_no_brick_directory(tb: Arc<Testbed>) -> Result<()> {
     let cluster: ClusterInfoResponse = s.get_json(&format!("/clusters/{}", t.cluster)).await?;
     ensure!(cluster.volumes == vec![vol.id.clone()]);
 
-    let r = s.req("DELETE", &format!("/volumes/{}", vol.id), None).await?;
+    let r = s
+        .req("DELETE", &format!("/volumes/{}", vol.id), None)
+        .await?;
     ensure!(r.status == 202, "{r:?}");
     let (done, _) = s.wait_queue(&r.location()?).await?;
     ensure!(done.status == 204 && done.body.is_empty(), "{done:?}");
-    ensure!(s.brick_dirs()?.is_empty(), "brick directories left: {:?}", s.brick_dirs()?);
-    ensure!(s.gluster_volumes(&vol.name).await?.is_empty(), "Gluster still has {}", vol.name);
+    ensure!(
+        s.brick_dirs()?.is_empty(),
+        "brick directories left: {:?}",
+        s.brick_dirs()?
+    );
+    ensure!(
+        s.gluster_volumes(&vol.name).await?.is_empty(),
+        "Gluster still has {}",
+        vol.name
+    );
     s.req("GET", &format!("/volumes/{}", vol.id), None)
         .await?
         .expect_error(404, "Id not found")?;
@@ -977,11 +1187,17 @@ async fn disperse_and_distribute_volumes(tb: Arc<Testbed>) -> Result<()> {
         .create_volume(json!({"size": 2, "durability": {"type": "disperse", "disperse": {"data": 2, "redundancy": 1}}}))
         .await?;
     let (_, bricks) = gluster_info(&tb, &ec.name).await?;
-    ensure!(bricks.len() == 3 && ec.bricks.iter().all(|b| b.size == 1024 * 1024), "{ec:?}");
+    ensure!(
+        bricks.len() == 3 && ec.bricks.iter().all(|b| b.size == 1024 * 1024),
+        "{ec:?}"
+    );
     let out = tb.gluster(0, &["volume", "info", &ec.name]).await?;
     ensure!(out.contains("Type: Disperse"), "{out}");
     let none = s.create_volume(json!({"size": 1})).await?;
-    ensure!(none.bricks.len() == 1 && none.mount.glusterfs.options.is_empty(), "{none:?}");
+    ensure!(
+        none.bricks.len() == 1 && none.mount.glusterfs.options.is_empty(),
+        "{none:?}"
+    );
     let m = mount(&tb, &none.name, "none").await?;
     let size = df_bytes(&m);
     tb.unmount(&m).await?;
@@ -1030,14 +1246,24 @@ async fn twenty_concurrent_creates_end_created_or_429(tb: Arc<Testbed>) -> Resul
         }
     }
     ensure!(created.len() + busy == 20);
-    ensure!(!created.is_empty() && busy > 0, "created {} busy {busy}", created.len());
+    ensure!(
+        !created.is_empty() && busy > 0,
+        "created {} busy {busy}",
+        created.len()
+    );
     // No half-made volume: Gluster has exactly the created ones, all started, and so does the
     // server's list.
     let in_gluster = s.gluster_volumes("hs_burst_").await?;
-    ensure!(in_gluster == created, "gluster {in_gluster:?} vs created {created:?}");
+    ensure!(
+        in_gluster == created,
+        "gluster {in_gluster:?} vs created {created:?}"
+    );
     for name in &created {
         let (status, bricks) = gluster_info(&tb, name).await?;
-        ensure!(status == "Started" && bricks.len() == 3, "{name}: {status} {bricks:?}");
+        ensure!(
+            status == "Started" && bricks.len() == 3,
+            "{name}: {status} {bricks:?}"
+        );
     }
     let list: VolumeListResponse = s.get_json("/volumes").await?;
     ensure!(list.volumes.len() == created.len());
@@ -1049,11 +1275,15 @@ async fn twenty_concurrent_creates_end_created_or_429(tb: Arc<Testbed>) -> Resul
     Ok(())
 }
 
-async fn kill9_during_creates_then_restart_lists_agree_with_gluster(tb: Arc<Testbed>) -> Result<()> {
+async fn kill9_during_creates_then_restart_lists_agree_with_gluster(
+    tb: Arc<Testbed>,
+) -> Result<()> {
     let s = Arc::new(Server::start(&tb, "crash", &[]).await?);
     s.load_topology().await?;
     // One volume that is complete before the crash.
-    let kept = s.create_volume(json!({"size": 1, "name": "hs_crash_kept"})).await?;
+    let kept = s
+        .create_volume(json!({"size": 1, "name": "hs_crash_kept"}))
+        .await?;
 
     let mut accepted = Vec::new();
     for i in 0..8 {
@@ -1101,11 +1331,16 @@ async fn kill9_during_creates_then_restart_lists_agree_with_gluster(tb: Arc<Test
         ensure!(status == "Started", "{name} is {status}");
     }
     let on_disk = s.brick_dirs()?;
-    ensure!(on_disk == listed_bricks, "brick dirs {on_disk:?} vs listed {listed_bricks:?}");
+    ensure!(
+        on_disk == listed_bricks,
+        "brick dirs {on_disk:?} vs listed {listed_bricks:?}"
+    );
     // Device accounting matches what is listed.
     let used: u64 = list.volumes.len() as u64 * 1024 * 1024;
     let nodes: ClusterListResponse = s.get_json("/clusters").await?;
-    let cluster: ClusterInfoResponse = s.get_json(&format!("/clusters/{}", nodes.clusters[0])).await?;
+    let cluster: ClusterInfoResponse = s
+        .get_json(&format!("/clusters/{}", nodes.clusters[0]))
+        .await?;
     let mut total_used = 0;
     for n in &cluster.nodes {
         let node: NodeInfoResponse = s.get_json(&format!("/nodes/{n}")).await?;
@@ -1113,7 +1348,10 @@ async fn kill9_during_creates_then_restart_lists_agree_with_gluster(tb: Arc<Test
     }
     // Each replica-3 volume uses 1 GiB on 3 devices; the kept one (no redundancy) on one.
     let expected = (list.volumes.len() as u64 - 1) * 3 * 1024 * 1024 + 1024 * 1024;
-    ensure!(total_used == expected, "used {total_used} KiB, expected {expected} (listed {used})");
+    ensure!(
+        total_used == expected,
+        "used {total_used} KiB, expected {expected} (listed {used})"
+    );
 
     for id in list.volumes {
         s.delete_volume(&id).await?;
@@ -1126,7 +1364,9 @@ async fn kill9_during_creates_then_restart_lists_agree_with_gluster(tb: Arc<Test
 async fn error_paths_give_heketi_codes_and_text(tb: Arc<Testbed>) -> Result<()> {
     let s = Server::start(&tb, "errors", &[]).await?;
     let t = s.load_topology().await?;
-    let vol = s.create_volume(json!({"size": 1, "name": "hs_err_taken"})).await?;
+    let vol = s
+        .create_volume(json!({"size": 1, "name": "hs_err_taken"}))
+        .await?;
     let unknown = "0123456789abcdef0123456789abcdef";
     let cases: Vec<(&str, String, Option<String>, u16, String)> = vec![
         ("POST", "/volumes".into(), Some("nope".into()), 422, "request unable to be parsed".into()),
@@ -1170,7 +1410,10 @@ async fn error_paths_give_heketi_codes_and_text(tb: Arc<Testbed>) -> Result<()> 
     // A device holding a brick cannot be deleted.
     let dev = &vol.bricks[0].device;
     let r = s.req("DELETE", &format!("/devices/{dev}"), None).await?;
-    if let Err(e) = r.expect_error(409, &format!("Unable to delete device [{dev}] because it contains bricks")) {
+    if let Err(e) = r.expect_error(
+        409,
+        &format!("Unable to delete device [{dev}] because it contains bricks"),
+    ) {
         failures.push(format!("DELETE device with bricks: {e}"));
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
@@ -1192,7 +1435,11 @@ async fn failed_create_is_500_in_queue_and_spares_foreign_volume(tb: Arc<Testbed
     tb.gluster(0, &["volume", "create", "hs_foreign", &spec, "force"])
         .await?;
     let (done, _) = s
-        .call("POST", "/volumes", Some(r#"{"size":1,"name":"hs_foreign"}"#))
+        .call(
+            "POST",
+            "/volumes",
+            Some(r#"{"size":1,"name":"hs_foreign"}"#),
+        )
         .await?;
     ensure!(done.status == 500, "{done:?}");
     ensure!(
@@ -1206,7 +1453,10 @@ async fn failed_create_is_500_in_queue_and_spares_foreign_volume(tb: Arc<Testbed
     ensure!(list.volumes.is_empty());
     ensure!(s.brick_dirs()?.is_empty(), "{:?}", s.brick_dirs()?);
     let (status, bricks) = gluster_info(&tb, "hs_foreign").await?;
-    ensure!(status == "Created" && bricks == vec![spec], "{status} {bricks:?}");
+    ensure!(
+        status == "Created" && bricks == vec![spec],
+        "{status} {bricks:?}"
+    );
     tb.gluster(0, &["volume", "delete", "hs_foreign"]).await?;
     Ok(())
 }
@@ -1236,7 +1486,10 @@ async fn sigterm_stops_the_server(tb: Arc<Testbed>) -> Result<()> {
             ensure!(st.success(), "exit status {st}");
             break;
         }
-        ensure!(Instant::now() < deadline, "still running 30 s after SIGTERM");
+        ensure!(
+            Instant::now() < deadline,
+            "still running 30 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = std::fs::read_to_string(s.log())?;
