@@ -35,7 +35,8 @@ pub enum ClientError {
 /// A Kubernetes client made on first use and shared afterwards.
 ///
 /// A failed attempt is not remembered: the next use tries again (the service account token may
-/// appear late, or `KUBECONFIG` may be fixed).
+/// appear late, or `KUBECONFIG` may be fixed). The client does not retry by itself: callers
+/// see a 429/503/504 at once.
 pub struct LazyClient {
     source: Source,
     cell: OnceCell<Client>,
@@ -66,7 +67,7 @@ impl LazyClient {
         }
     }
 
-    /// An already built client.
+    /// An already built client, used as it is (with its own retry policy).
     pub fn from_client(client: Client) -> Self {
         Self {
             source: Source::Infer,
@@ -78,10 +79,14 @@ impl LazyClient {
     pub async fn get(&self) -> Result<Client, ClientError> {
         self.cell
             .get_or_try_init(|| async {
-                let config = match &self.source {
+                let mut config = match &self.source {
                     Source::Infer => kube::Config::infer().await.map_err(ClientError::Infer)?,
                     Source::Config(c) => (**c).clone(),
                 };
+                // kube retries 429/503/504 itself for minutes by default; a CSI call must fail
+                // fast with UNAVAILABLE instead and let the sidecar retry, and the annotator
+                // and the migration tool have retries of their own.
+                config.default_retry = false;
                 let client = Client::try_from(config).map_err(ClientError::Build)?;
                 tracing::info!("connected the Kubernetes API client");
                 Ok(client)
