@@ -74,6 +74,11 @@ fn main() {
                 killed_client_is_repaired,
             ),
             harness::trial(
+                "hung_client_is_abnormal_within_one_call_and_stage_does_not_remount_it",
+                &tb,
+                hung_client_is_reported_without_hanging,
+            ),
+            harness::trial(
                 "single_writer_second_publish_is_failed_precondition",
                 &tb,
                 single_writer_second_publish,
@@ -1153,6 +1158,53 @@ async fn killed_client_is_repaired(tb: Arc<Testbed>) -> Result<()> {
             .await?;
         the_client(&v.staging())?;
         v.clean_up(&mut c, &["a", "b"]).await
+    }
+    .await;
+    pod.explain(r)
+}
+
+async fn hung_client_is_reported_without_hanging(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "hung", true).await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod, "nphung").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        let client = the_client(&v.staging())?;
+        // A stopped client answers nothing: every request to the mount blocks.
+        procs::signal(client, nix::sys::signal::Signal::SIGSTOP);
+        let outcome: Result<()> = async {
+            for round in 0..2 {
+                let s = v.stats(&mut c, &v.target("a")).await?;
+                let cond = s.volume_condition.context("condition")?;
+                ensure!(cond.abnormal, "round {round}: a hung mount reported normal");
+                ensure!(cond.message.contains("did not answer"), "{}", cond.message);
+            }
+            let r = v.stage(&mut c, Mode::MultiNodeMultiWriter).await;
+            ensure!(
+                code(r.clone()) == tonic::Code::DeadlineExceeded,
+                "stage of a hung mount: {r:?}"
+            );
+            ensure!(procs::alive(client), "a hung client must not be replaced");
+            Ok(())
+        }
+        .await;
+        procs::signal(client, nix::sys::signal::Signal::SIGCONT);
+        outcome?;
+        // Once the client answers again, so does the volume.
+        let mut healthy = false;
+        for _ in 0..100 {
+            let s = v.stats(&mut c, &v.target("a")).await?;
+            if !s.volume_condition.context("condition")?.abnormal {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(healthy, "still abnormal after SIGCONT");
+        ensure!(the_client(&v.staging())? == client);
+        v.clean_up(&mut c, &["a"]).await
     }
     .await;
     pod.explain(r)
