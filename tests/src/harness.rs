@@ -211,7 +211,7 @@ async fn interrupted() -> i32 {
 
 /// Tears down testbeds the harness made for test processes that no longer run (a test binary
 /// killed with SIGKILL cannot clean up after itself): `/tmp/gcsi-<name>-<pid>` directories with a
-/// journal whose `<pid>` is gone.
+/// journal whose `owner` file names that `<pid>` and that process is gone.
 pub async fn reap_stale_testbeds() {
     let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -229,10 +229,17 @@ pub async fn reap_stale_testbeds() {
             continue;
         };
         let path = entry.path();
-        if pid == std::process::id()
-            || crate::procs::alive(pid)
-            || !path.join(journal::FILE_NAME).exists()
-        {
+        if pid == std::process::id() || !path.join(journal::FILE_NAME).exists() {
+            continue;
+        }
+        // Only a testbed whose `up` ran in the process the name says, which is gone.
+        let owner =
+            std::fs::read_to_string(path.join(crate::testbed::OWNER_FILE)).unwrap_or_default();
+        let mut words = owner.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(owner_pid)), Some(Ok(start))) = (words.next(), words.next()) else {
+            continue;
+        };
+        if owner_pid != u64::from(pid) || crate::procs::is_same(pid, start) {
             continue;
         }
         eprintln!("removing stale testbed {}", path.display());

@@ -45,6 +45,9 @@ pub fn live_testbeds() -> Vec<PathBuf> {
 /// File in the state directory describing the testbed (for `status` and for people).
 pub const INFO_FILE: &str = "testbed.json";
 
+/// File in the state directory naming the process that ran `up` (`PID START_TIME`).
+pub const OWNER_FILE: &str = "owner";
+
 /// What to bring up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestbedOptions {
@@ -187,6 +190,9 @@ impl Testbed {
             return Err(e);
         }
         let journal = Journal::open(&names.state_dir)?;
+        let me = std::process::id();
+        let owner = format!("{me} {}\n", crate::procs::start_time(me).unwrap_or(0));
+        std::fs::write(names.state_dir.join(OWNER_FILE), owner)?;
         let mut tb = Testbed {
             opts,
             names,
