@@ -33,6 +33,9 @@ pub struct Args {
     /// more wait up to the request timeout, then fail with UNAVAILABLE.
     #[arg(long, env = "HEKETI_MAX_INFLIGHT", default_value_t = 8)]
     pub heketi_max_inflight: usize,
+    /// `--annotate-gid` (Kubernetes side, `crate::kube::gid_annotator`).
+    #[command(flatten)]
+    pub gid_annotator: crate::kube::gid_annotator::GidAnnotatorArgs,
 }
 
 /// A Heketi backend: where it is and how to authenticate.

@@ -42,6 +42,7 @@ pub enum StartError {
 /// Validates `args`, binds the socket and serves the Identity and Controller services until
 /// `shutdown` resolves.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let annotate_gid = args.gid_annotator.annotate_gid;
     let config = Arc::new(Config::from_args(args)?);
     let listener = csi_proto::serve::bind(&config.endpoint)?;
     let identity = IdentityService::new(
@@ -59,6 +60,17 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));
-    csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await?;
+    // Runs beside the CSI services; the Kubernetes client is made on its first use.
+    let annotator = annotate_gid.then(|| {
+        crate::kube::gid_annotator::spawn(
+            crate::kube::LazyClient::infer(),
+            config.driver_name.clone(),
+        )
+    });
+    let served = csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await;
+    if let Some(task) = annotator {
+        task.abort();
+    }
+    served?;
     Ok(())
 }

@@ -202,3 +202,29 @@ fn the_flag_is_off_unless_given() {
     let on = Cli::try_parse_from(["x", "--annotate-gid"]).expect("parse");
     assert!(on.gid.annotate_gid);
 }
+
+#[tokio::test]
+async fn the_controller_binary_annotates_with_annotate_gid_from_the_environment() {
+    let api = FakeApi::start().await;
+    api.put(PVS, pv("pvc-from-binary", DRIVER, Some("5001"), None));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("write kubeconfig");
+    let socket = dir.path().join("csi.sock");
+    let binary = gluster_csi_testbed::bin_path("gluster-csi-controller").expect("binary");
+    let mut child = tokio::process::Command::new(binary)
+        .arg(format!("--endpoint=unix://{}", socket.display()))
+        .env("ANNOTATE_GID", "true")
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("HEKETI_URL")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start gluster-csi-controller");
+    api.wait_for("pvc-from-binary annotated by the controller", |a| {
+        annotation(a, "pvc-from-binary").is_some()
+    })
+    .await;
+    assert_eq!(annotation(&api, "pvc-from-binary").as_deref(), Some("5001"));
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
