@@ -133,7 +133,7 @@ fn flags(c: &Container) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn flag<'a>(c: &'a Container, name: &str) -> String {
+fn flag(c: &Container, name: &str) -> String {
     flags(c)
         .remove(name)
         .unwrap_or_else(|| panic!("container {} has --{name}", c.name))
@@ -166,12 +166,18 @@ fn parent(path: &str) -> &str {
 /// Every long flag `--name` that the binary's `--help` lists.
 fn accepted_flags(binary: &str) -> BTreeSet<String> {
     let path = gluster_csi_testbed::bin_path(binary).expect("binary built");
-    let out = Command::new(&path).arg("--help").output().expect("run --help");
+    let out = Command::new(&path)
+        .arg("--help")
+        .output()
+        .expect("run --help");
     assert!(out.status.success(), "{binary} --help");
     String::from_utf8_lossy(&out.stdout)
         .split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[')
         .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -334,10 +340,16 @@ fn controller_sidecars_share_the_plugin_socket_and_elect_a_leader() {
         .trim_end_matches('s')
         .parse()
         .expect("timeout in seconds");
-    assert!(seconds >= 120, "provisioner --timeout {timeout} is several minutes");
+    assert!(
+        seconds >= 120,
+        "provisioner --timeout {timeout} is several minutes"
+    );
     assert!(flags(provisioner).contains_key("extra-create-metadata"));
 
-    let sa = pod.service_account_name.as_deref().expect("service account");
+    let sa = pod
+        .service_account_name
+        .as_deref()
+        .expect("service account");
     assert!(
         o.service_accounts
             .iter()
@@ -355,7 +367,10 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
     let registrar = container(pod, "node-driver-registrar");
     let socket = socket_of_endpoint(plugin);
     let plugin_volume = volume_at(plugin, parent(&socket));
-    assert_eq!(volume_at(registrar, parent(&flag(registrar, "csi-address"))), plugin_volume);
+    assert_eq!(
+        volume_at(registrar, parent(&flag(registrar, "csi-address"))),
+        plugin_volume
+    );
 
     let host_dir = format!("/var/lib/kubelet/plugins/{DRIVER}");
     let host_path = |name: &str| {
@@ -368,7 +383,10 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
             .unwrap_or_else(|| panic!("volume {name} is a hostPath"))
     };
     assert_eq!(host_path(&plugin_volume), host_dir);
-    let file = Path::new(&socket).file_name().and_then(|f| f.to_str()).expect("file");
+    let file = Path::new(&socket)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("file");
     assert_eq!(
         flag(registrar, "kubelet-registration-path"),
         format!("{host_dir}/{file}")
@@ -409,8 +427,14 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
 
 fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
     rules.iter().any(|r| {
-        r.api_groups.iter().flatten().any(|g| g == group || g == "*")
-            && r.resources.iter().flatten().any(|x| x == resource || x == "*")
+        r.api_groups
+            .iter()
+            .flatten()
+            .any(|g| g == group || g == "*")
+            && r.resources
+                .iter()
+                .flatten()
+                .any(|x| x == resource || x == "*")
             && r.verbs.iter().any(|v| v == verb || v == "*")
     })
 }
@@ -424,11 +448,27 @@ fn rbac_grants_what_the_sidecars_need_and_no_wildcards() {
     let rules = role.rules.as_deref().unwrap_or_default();
     // csi-provisioner, csi-resizer and the controller's own PV annotation and secret reads.
     let needed: &[(&str, &str, &[&str])] = &[
-        ("", "persistentvolumes", &["get", "list", "watch", "create", "delete", "patch"]),
-        ("", "persistentvolumeclaims", &["get", "list", "watch", "update"]),
+        (
+            "",
+            "persistentvolumes",
+            &["get", "list", "watch", "create", "delete", "patch"],
+        ),
+        (
+            "",
+            "persistentvolumeclaims",
+            &["get", "list", "watch", "update"],
+        ),
         ("", "persistentvolumeclaims/status", &["patch"]),
-        ("storage.k8s.io", "storageclasses", &["get", "list", "watch"]),
-        ("", "events", &["list", "watch", "create", "update", "patch"]),
+        (
+            "storage.k8s.io",
+            "storageclasses",
+            &["get", "list", "watch"],
+        ),
+        (
+            "",
+            "events",
+            &["list", "watch", "create", "update", "patch"],
+        ),
         ("storage.k8s.io", "csinodes", &["get", "list", "watch"]),
         ("", "nodes", &["get", "list", "watch"]),
         ("", "secrets", &["get"]),
@@ -436,7 +476,10 @@ fn rbac_grants_what_the_sidecars_need_and_no_wildcards() {
     ];
     for (group, resource, verbs) in needed {
         for verb in *verbs {
-            assert!(allows(rules, group, resource, verb), "{verb} {group}/{resource}");
+            assert!(
+                allows(rules, group, resource, verb),
+                "{verb} {group}/{resource}"
+            );
         }
     }
     for r in rules {
@@ -444,14 +487,20 @@ fn rbac_grants_what_the_sidecars_need_and_no_wildcards() {
             assert_ne!(v, "*", "no wildcard in {r:?}");
         }
     }
-    assert!(!allows(rules, "", "secrets", "list"), "secrets are read one by one");
+    assert!(
+        !allows(rules, "", "secrets", "list"),
+        "secrets are read one by one"
+    );
 
     let [lease_role] = o.roles.as_slice() else {
         panic!("one Role for leader election");
     };
     let lease_rules = lease_role.rules.as_deref().unwrap_or_default();
     for verb in ["get", "watch", "list", "delete", "update", "create"] {
-        assert!(allows(lease_rules, "coordination.k8s.io", "leases", verb), "{verb} leases");
+        assert!(
+            allows(lease_rules, "coordination.k8s.io", "leases", verb),
+            "{verb} leases"
+        );
     }
     let sa = "gluster-csi-controller";
     for subjects in o
@@ -472,7 +521,11 @@ fn heketi_server_overlay_points_the_controller_at_it() {
         .iter()
         .find(|c| c.metadata.name.as_deref() == Some("gluster-csi-controller"))
         .expect("controller ConfigMap");
-    let url = cm.data.as_ref().and_then(|d| d.get("HEKETI_URL")).expect("HEKETI_URL");
+    let url = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("HEKETI_URL"))
+        .expect("HEKETI_URL");
     let svc = o
         .services
         .iter()
