@@ -206,6 +206,7 @@ impl Inner {
             range.limit_bytes,
             Some(sizes::DEFAULT_GIB),
         )?;
+        let want_gib = sizes::at_least(want_gib, params.volume_type.min_gib(), range.limit_bytes)?;
         let source = match req
             .volume_content_source
             .as_ref()

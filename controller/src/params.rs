@@ -163,6 +163,15 @@ impl VolumeType {
         }
     }
 
+    /// Smallest volume of this type, in GiB: Heketi makes no brick below 1 GiB, and a disperse
+    /// volume's size is split over its data bricks.
+    pub fn min_gib(self) -> u64 {
+        match self {
+            Self::Disperse { data, .. } => u64::from(data.max(1)),
+            Self::Replicate(_) | Self::None => 1,
+        }
+    }
+
     /// Usable bytes out of `raw` bytes of brick space.
     pub fn usable(self, raw: u64) -> u64 {
         let raw = u128::from(raw);
@@ -762,6 +771,16 @@ mod tests {
             60 << 30
         );
         assert_eq!(VolumeType::Replicate(3).usable(u64::MAX), u64::MAX / 3);
+        assert_eq!(VolumeType::Replicate(3).min_gib(), 1);
+        assert_eq!(VolumeType::None.min_gib(), 1);
+        assert_eq!(
+            VolumeType::Disperse {
+                data: 8,
+                redundancy: 3
+            }
+            .min_gib(),
+            8
+        );
     }
 
     /// Every invalid parameter, with words its message must contain.

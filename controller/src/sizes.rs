@@ -47,6 +47,22 @@ pub fn round_up_gib(
     }
 }
 
+/// Raises `gib` to the smallest size the volume type allows (`min_gib`), within `limit_bytes`
+/// (0: no limit).
+pub fn at_least(gib: u64, min_gib: u64, limit_bytes: i64) -> Result<u64> {
+    if gib >= min_gib {
+        return Ok(gib);
+    }
+    let limit = u64::try_from(limit_bytes).unwrap_or(0);
+    if limit > 0 && min_gib.saturating_mul(GIB) > limit {
+        return Err(Error::OutOfRange(format!(
+            "the smallest volume of this volumetype is {min_gib} GiB (Heketi makes no brick \
+             below 1 GiB), which is above limit_bytes {limit}; raise the limit"
+        )));
+    }
+    Ok(min_gib)
+}
+
 /// `gib` in bytes, as CSI reports capacities.
 pub fn gib_to_bytes(gib: u64) -> i64 {
     i64::try_from(gib.saturating_mul(GIB)).unwrap_or(i64::MAX)
@@ -88,6 +104,18 @@ mod tests {
             assert_eq!(got, want, "required {req} limit {lim}");
         }
         assert_eq!(gib_to_bytes(3), 3 * g);
+    }
+
+    #[test]
+    fn minimum_by_type() {
+        let g = GIB as i64;
+        assert_eq!(at_least(1, 2, 0).ok(), Some(2));
+        assert_eq!(at_least(3, 2, 0).ok(), Some(3));
+        assert_eq!(at_least(1, 4, 4 * g).ok(), Some(4));
+        assert_eq!(
+            at_least(1, 4, 3 * g).map_err(|e| e.code()),
+            Err(tonic::Code::OutOfRange)
+        );
     }
 
     #[test]
