@@ -52,8 +52,11 @@ use crate::config::Config;
 /// How long a stopping server waits for running operations.
 const DRAIN: Duration = Duration::from_secs(120);
 
-/// How often reconciliation is retried while Gluster cannot be reached.
-const RECONCILE_RETRY: Duration = Duration::from_secs(10);
+/// Pause between reconciliation attempts, and period of the check of rolled-back creates.
+const RECONCILE_RETRY: Duration = Duration::from_secs(5);
+
+/// Reconciliation attempts before the server starts answering anyway.
+const RECONCILE_ATTEMPTS: u32 = 12;
 
 /// Serves until `shutdown` resolves, then waits (bounded) for running operations.
 pub async fn run(
@@ -72,25 +75,43 @@ pub async fn run(
         "heketi-server starting"
     );
 
-    match reconcile::reconcile(&app).await {
-        Ok(n) => tracing::info!(reconciled = n, "state reconciled with Gluster"),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot reconcile with Gluster yet; retrying in the background");
-            let app = Arc::clone(&app);
-            tokio::spawn(async move {
-                loop {
+    // Finish or roll back what a previous run left in flight before answering requests, so
+    // the first list is already right; if Gluster stays unreachable, serve and keep trying.
+    let mut reconciled = false;
+    for attempt in 1..=RECONCILE_ATTEMPTS {
+        match reconcile::reconcile(&app).await {
+            Ok(n) => {
+                tracing::info!(reconciled = n, "state reconciled with Gluster");
+                reconciled = true;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cannot reconcile with Gluster yet");
+                if attempt < RECONCILE_ATTEMPTS {
                     tokio::time::sleep(RECONCILE_RETRY).await;
-                    match reconcile::reconcile(&app).await {
-                        Ok(n) => {
-                            tracing::info!(reconciled = n, "state reconciled with Gluster");
-                            break;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "reconciliation failed again"),
-                    }
                 }
-            });
+            }
         }
     }
+    let background = Arc::clone(&app);
+    tokio::spawn(async move {
+        let mut reconciled = reconciled;
+        loop {
+            tokio::time::sleep(RECONCILE_RETRY).await;
+            if !reconciled {
+                match reconcile::reconcile(&background).await {
+                    Ok(n) => {
+                        tracing::info!(reconciled = n, "state reconciled with Gluster");
+                        reconciled = true;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconciliation failed again"),
+                }
+            }
+            if let Err(e) = reconcile::sweep(&background).await {
+                tracing::warn!(error = %e, "cannot check rolled-back creates");
+            }
+        }
+    });
 
     axum::serve(listener, http::router(Arc::clone(&app)))
         .with_graceful_shutdown(shutdown)

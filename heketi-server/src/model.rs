@@ -35,6 +35,19 @@ pub struct State {
     /// Volumes by id, each with its bricks.
     #[serde(default)]
     pub volumes: BTreeMap<String, Volume>,
+    /// Creates rolled back while Gluster did not (yet) show their volume: watched for a while
+    /// in case a `volume create` already under way in glusterd completes after all.
+    #[serde(default)]
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// A rolled-back create whose Gluster volume might still appear.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The volume as it was recorded.
+    pub volume: Volume,
+    /// Unix time after which it is forgotten.
+    pub until: u64,
 }
 
 /// A cluster: a set of nodes volumes are placed on.
@@ -271,6 +284,7 @@ impl State {
     /// Volume names in use (any cluster, any stage): Gluster names are unique in the pool.
     pub fn name_in_use(&self, name: &str) -> bool {
         self.volumes.values().any(|v| v.name == name)
+            || self.tombstones.iter().any(|t| t.volume.name == name)
     }
 
     /// Volumes of cluster `id` (any stage).
@@ -487,6 +501,20 @@ mod tests {
         let info = s.device_info(&s.devices["a"]);
         assert_eq!(info.storage.used + info.storage.free, info.storage.total);
         assert_eq!(info.bricks.len(), 1);
+    }
+
+    #[test]
+    fn tombstones_keep_their_name_reserved() {
+        let mut s = State::new();
+        assert!(!s.name_in_use("vol_v"));
+        s.tombstones.push(Tombstone {
+            volume: vol(&[("h", "a")]),
+            until: 0,
+        });
+        assert!(s.name_in_use("vol_v"));
+        // Old state files without tombstones still load.
+        let old: Result<State, _> = serde_json::from_str(r#"{"version":1,"clusters":{}}"#);
+        assert!(old.is_ok_and(|o| o.tombstones.is_empty()));
     }
 
     #[test]

@@ -18,8 +18,12 @@ use crate::error::Error;
 use crate::model::{Lifecycle, State, Volume, VolumeStatus};
 use crate::store::StoreError;
 
-/// Time given to glusterd to finish a transaction whose CLI was killed with us.
-const SETTLE: Duration = Duration::from_secs(3);
+/// A create whose volume Gluster does not show may still be completing in glusterd (its CLI
+/// died with us): the volume list must have been unchanged this long before acting on it...
+const SETTLED_FOR: Duration = Duration::from_secs(5);
+/// ...but no longer than this is waited for.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 /// What to do with an unfinished volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,15 +80,12 @@ pub async fn reconcile(app: &App) -> Result<usize, Error> {
     if todo.is_empty() {
         return Ok(0);
     }
-    let mut names = app.gluster.volume_list().await?;
-    let creating_missing = todo
+    let creating: Vec<&str> = todo
         .iter()
-        .any(|(v, a)| *a == Action::RollBack && !names.contains(&v.name));
-    if creating_missing {
-        // A `volume create` whose CLI died with us may still be completing in glusterd.
-        tokio::time::sleep(SETTLE).await;
-        names = app.gluster.volume_list().await?;
-    }
+        .filter(|(_, a)| *a == Action::RollBack)
+        .map(|(v, _)| v.name.as_str())
+        .collect();
+    let names = settled_volume_list(app, &creating).await?;
     tracing::info!(
         count = todo.len(),
         gluster_volumes = names.len(),
@@ -94,9 +95,13 @@ pub async fn reconcile(app: &App) -> Result<usize, Error> {
     for (vol, action) in &todo {
         let result = match action {
             Action::RollBack | Action::FinishDelete => {
-                let foreign_ok = *action == Action::RollBack;
-                match app.destroy(vol, foreign_ok).await {
-                    Ok(()) => app
+                let rollback = *action == Action::RollBack;
+                match app.destroy(vol, rollback).await {
+                    Ok(outcome) if rollback => app
+                        .forget_rolled_back(vol, outcome)
+                        .await
+                        .map_err(Error::from),
+                    Ok(_) => app
                         .store
                         .update(|s| {
                             s.volumes.remove(&vol.id);
@@ -121,6 +126,72 @@ pub async fn reconcile(app: &App) -> Result<usize, Error> {
         Some(e) => Err(e),
         None => Ok(todo.len()),
     }
+}
+
+/// The pool's volume names, once those of `creating` that Gluster shows have stopped changing
+/// (see [`SETTLED_FOR`]). Returns at once when every one of them is already there.
+async fn settled_volume_list(app: &App, creating: &[&str]) -> Result<Vec<String>, Error> {
+    let present = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| creating.contains(&n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut names = app.gluster.volume_list().await?;
+    if present(&names).len() == creating.len() {
+        return Ok(names);
+    }
+    let started = tokio::time::Instant::now();
+    let mut last = present(&names);
+    let mut stable_since = started;
+    while stable_since.elapsed() < SETTLED_FOR && started.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(SETTLE_POLL).await;
+        names = app.gluster.volume_list().await?;
+        let now = present(&names);
+        if now != last {
+            last = now;
+            stable_since = tokio::time::Instant::now();
+        }
+    }
+    Ok(names)
+}
+
+/// Checks the tombstones of rolled-back creates: a Gluster volume that appeared late (with
+/// the recorded bricks) is stopped and deleted; a tombstone past its time is dropped.
+pub async fn sweep(app: &App) -> Result<(), Error> {
+    let stones = app.store.read(|s| s.tombstones.clone()).await;
+    if stones.is_empty() {
+        return Ok(());
+    }
+    let names = app.gluster.volume_list().await?;
+    let now = crate::volumes::unix_now();
+    for t in stones {
+        let done = if names.contains(&t.volume.name) {
+            match app.destroy(&t.volume, true).await {
+                Ok(outcome) => {
+                    tracing::warn!(volume = %t.volume.id, name = %t.volume.name, ?outcome,
+                        "a rolled-back create appeared in Gluster late; removed it");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %t.volume.id, error = %e, "cannot remove a late volume yet");
+                    false
+                }
+            }
+        } else {
+            now > t.until
+        };
+        if done {
+            app.store
+                .update(|s| {
+                    s.tombstones.retain(|x| x.volume.id != t.volume.id);
+                    Ok::<_, StoreError>(())
+                })
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn finish_expand(app: &App, vol: &Volume, in_gluster: bool) -> Result<(), Error> {

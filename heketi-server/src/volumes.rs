@@ -21,10 +21,34 @@ use crate::error::{ApiError, Error};
 use crate::fuse;
 use crate::gluster::VolumeRunState;
 use crate::ids::new_id;
-use crate::model::{Brick, GIB_IN_KIB, State, Volume, VolumeStatus, brick_layout, volume_info};
+use crate::model::{
+    Brick, GIB_IN_KIB, State, Tombstone, Volume, VolumeStatus, brick_layout, volume_info,
+};
 use crate::queue::OpResult;
 use crate::store::StoreError;
 use crate::validate::{CloneBody, ExpandBody, VolumeCreateBody, parse_volume_option};
+
+/// How long a rolled-back create is watched for a late Gluster volume.
+pub const TOMBSTONE_SECS: u64 = 180;
+
+/// What [`App::destroy`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destroyed {
+    /// Gluster had the volume; it was stopped and deleted.
+    Deleted,
+    /// Gluster had no volume of that name.
+    Absent,
+    /// Gluster has a volume of that name with other bricks; it was left alone.
+    Foreign,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Heketi refuses to delete the volume holding its own database.
 pub const HEKETI_DB_VOLUME: &str = "heketidbstorage";
@@ -393,14 +417,10 @@ impl App {
                 tracing::warn!(volume = %id, error = %e, "create failed; rolling back");
                 match self.snapshot(&id).await {
                     Ok(vol) => match self.destroy(&vol, true).await {
-                        Ok(()) => {
-                            let _ = self
-                                .store
-                                .update(|s| {
-                                    s.volumes.remove(&id);
-                                    Ok::<_, StoreError>(())
-                                })
-                                .await;
+                        Ok(outcome) => {
+                            if let Err(se) = self.forget_rolled_back(&vol, outcome).await {
+                                tracing::error!(volume = %id, error = %se, "cannot record the rollback");
+                            }
                         }
                         Err(re) => {
                             // The record stays (invisible); the next start retries the rollback.
@@ -495,27 +515,33 @@ impl App {
     /// directories. A Gluster volume of that name whose bricks are not this record's is not
     /// touched: with `foreign_ok` that is fine (a failed create must not delete someone else's
     /// volume), otherwise it is an error.
-    pub(crate) async fn destroy(&self, vol: &Volume, foreign_ok: bool) -> Result<(), Error> {
-        if let Some(facts) = self.gluster.volume_facts(&vol.name).await? {
-            let ours = facts.bricks.len() == vol.bricks.len()
-                && vol.bricks.iter().all(|b| {
-                    let tail = format!("/brick_{}/brick", b.id);
-                    facts.bricks.iter().any(|f| f.ends_with(&tail))
-                });
-            if ours {
-                if facts.state == VolumeRunState::Started {
-                    self.gluster.volume_stop(&vol.name).await?;
-                    self.step(&vol.id, "stopped").await?;
+    pub(crate) async fn destroy(&self, vol: &Volume, foreign_ok: bool) -> Result<Destroyed, Error> {
+        let outcome = match self.gluster.volume_facts(&vol.name).await? {
+            None => Destroyed::Absent,
+            Some(facts) => {
+                let ours = facts.bricks.len() == vol.bricks.len()
+                    && vol.bricks.iter().all(|b| {
+                        let tail = format!("/brick_{}/brick", b.id);
+                        facts.bricks.iter().any(|f| f.ends_with(&tail))
+                    });
+                if ours {
+                    if facts.state == VolumeRunState::Started {
+                        self.gluster.volume_stop(&vol.name).await?;
+                        self.step(&vol.id, "stopped").await?;
+                    }
+                    self.gluster.volume_delete(&vol.name).await?;
+                    self.step(&vol.id, "gluster volume deleted").await?;
+                    Destroyed::Deleted
+                } else if foreign_ok {
+                    Destroyed::Foreign
+                } else {
+                    return Err(Error::Gone(format!(
+                        "Gluster volume {} does not have the bricks recorded for it; not deleting it",
+                        vol.name
+                    )));
                 }
-                self.gluster.volume_delete(&vol.name).await?;
-                self.step(&vol.id, "gluster volume deleted").await?;
-            } else if !foreign_ok {
-                return Err(Error::Gone(format!(
-                    "Gluster volume {} does not have the bricks recorded for it; not deleting it",
-                    vol.name
-                )));
             }
-        }
+        };
         for b in &vol.bricks {
             let host = Arc::clone(&self.bricks);
             let brick = b.clone();
@@ -528,13 +554,36 @@ impl App {
                     source,
                 })?;
         }
-        Ok(())
+        Ok(outcome)
+    }
+
+    /// Forgets a rolled-back create. When Gluster did not have its volume, a `volume create`
+    /// may still be completing in glusterd (its CLI was killed or timed out), so the volume is
+    /// kept as a tombstone that [`crate::reconcile::sweep`] watches for a while.
+    pub(crate) async fn forget_rolled_back(
+        &self,
+        vol: &Volume,
+        outcome: Destroyed,
+    ) -> Result<(), StoreError> {
+        let until = unix_now() + TOMBSTONE_SECS;
+        self.store
+            .update(|s| {
+                s.volumes.remove(&vol.id);
+                if outcome == Destroyed::Absent {
+                    s.tombstones.push(Tombstone {
+                        volume: vol.clone(),
+                        until,
+                    });
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn run_delete(self: Arc<Self>, id: String) -> OpResult {
         let vol = self.snapshot(&id).await.map_err(|e| e.to_string())?;
         match self.destroy(&vol, false).await {
-            Ok(()) => {
+            Ok(_) => {
                 self.store
                     .update(|s| {
                         s.volumes.remove(&id);
