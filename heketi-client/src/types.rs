@@ -130,6 +130,10 @@ pub struct DeviceAddRequest {
     /// Wipe what is on the device before use.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub destroydata: bool,
+    /// Declared capacity in KiB of a directory device: an extension of our `heketi-server`
+    /// (which otherwise uses the size of the directory's file system); Heketi ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_kib: Option<u64>,
 }
 
 /// Reply of `GET /devices/{id}`, also nested in node replies.
