@@ -6,7 +6,7 @@
 //! Heketi operation is still followed to its end, a retry meanwhile gets ABORTED, and the retry
 //! after it finds the result.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -252,7 +252,7 @@ impl Inner {
     }
 
     async fn create_locked(&self, target: Target, plan: CreatePlan) -> Result<Volume> {
-        let (existing, used_gids) = self.lookup(&target, &plan.heketi_name).await?;
+        let existing = self.lookup(&target, &plan.heketi_name).await?;
         if let Some(info) = existing {
             let info = self.reuse(&target, &plan, info).await?;
             tracing::info!(
@@ -265,7 +265,7 @@ impl Inner {
         }
         let permit = target.permit().await?;
         let info = match &plan.source {
-            None => self.make_new(&target, &plan, &used_gids).await?,
+            None => self.make_new(&target, &plan).await?,
             Some(src) => self.make_clone(&target, &plan, src).await?,
         };
         drop(permit);
@@ -280,36 +280,32 @@ impl Inner {
         Self::volume(&target.reference, &info, plan.content_source)
     }
 
-    /// The volume named `heketi_name` (read fresh from Heketi) if there is one, and the gids in
-    /// use on the backend.
+    /// The volume named `heketi_name` (read fresh from Heketi) if there is one.
     async fn lookup(
         &self,
         target: &Target,
         heketi_name: &str,
-    ) -> Result<(Option<VolumeInfoResponse>, HashSet<u32>)> {
-        let (found, used) = target
+    ) -> Result<Option<VolumeInfoResponse>> {
+        let found = target
             .state
             .index
             .refreshed(&target.client, |vols| {
-                let found = vols
-                    .values()
+                vols.values()
                     .find(|s| s.name == heketi_name)
-                    .map(|s| s.id.clone());
-                let used: HashSet<u32> = vols.values().filter_map(|s| s.gid).collect();
-                (found, used)
+                    .map(|s| s.id.clone())
             })
             .await?;
         let Some(id) = found else {
-            return Ok((None, used));
+            return Ok(None);
         };
         match target.client.volume_info(&id).await {
             Ok(info) => {
                 target.state.index.insert(Summary::from_info(&info)).await;
-                Ok((Some(info), used))
+                Ok(Some(info))
             }
             Err(e) if e.is_not_found() => {
                 target.state.index.remove(&id).await;
-                Ok((None, used))
+                Ok(None)
             }
             Err(e) => Err(Error::heketi(
                 format!("reading volume {id} on {}", target.url()),
@@ -350,14 +346,14 @@ impl Inner {
         Ok(info)
     }
 
-    async fn make_new(
-        &self,
-        target: &Target,
-        plan: &CreatePlan,
-        used_gids: &HashSet<u32>,
-    ) -> Result<VolumeInfoResponse> {
+    async fn make_new(&self, target: &Target, plan: &CreatePlan) -> Result<VolumeInfoResponse> {
         let range = plan.params.gid_range;
-        let reservation = target.state.gids.reserve(range, used_gids).ok_or_else(|| {
+        let reservation = target
+            .state
+            .index
+            .reserve_gid(&target.state.gids, range)
+            .await;
+        let reservation = reservation.ok_or_else(|| {
             Error::ResourceExhausted(format!(
                 "no free gid in gidMin..gidMax ({}..{}): every gid is used by a volume on {}; \
                  widen the range in the StorageClass",
@@ -419,16 +415,16 @@ impl Inner {
             return Err(failure);
         }
         match self.lookup(target, &plan.heketi_name).await {
-            Ok((Some(info), _)) => {
+            Ok(Some(info)) => {
                 tracing::info!(heketi_id = %info.id, "the volume exists after all");
                 self.reuse(target, plan, info).await
             }
-            Ok((None, _)) if name_in_use => Err(Error::Aborted(format!(
+            Ok(None) if name_in_use => Err(Error::Aborted(format!(
                 "Heketi is still creating volume {} for {:?} (started by an earlier call); \
                  retry later",
                 plan.heketi_name, plan.csi_name
             ))),
-            Ok((None, _)) => Err(failure),
+            Ok(None) => Err(failure),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check whether the failed create left a volume");
                 Err(failure)

@@ -161,6 +161,20 @@ impl VolumeIndex {
         Ok(f(&state.volumes))
     }
 
+    /// Reserves the lowest gid of `range` that no indexed volume uses and no running create
+    /// holds. Runs under the index lock, and a create records its volume in the index before it
+    /// releases its reservation, so a gid is always seen in one place or the other.
+    pub async fn reserve_gid(
+        &self,
+        reservations: &crate::gid::Reservations,
+        range: crate::params::GidRange,
+    ) -> Option<crate::gid::Reservation> {
+        let state = self.state.lock().await;
+        let used: std::collections::HashSet<u32> =
+            state.volumes.values().filter_map(|s| s.gid).collect();
+        reservations.reserve(range, &used)
+    }
+
     /// Records a volume this controller made or changed.
     pub async fn insert(&self, summary: Summary) {
         self.state
@@ -217,6 +231,39 @@ mod tests {
         assert_eq!(s.id, "ab".repeat(16));
         assert_eq!(s.gid, Some(2001));
         assert_eq!(s.volume_type, VolumeType::Replicate(3));
+    }
+
+    #[tokio::test]
+    async fn a_gid_is_either_indexed_or_reserved() {
+        let index = VolumeIndex::default();
+        let gids = crate::gid::Reservations::default();
+        let range = crate::params::GidRange {
+            min: 2000,
+            max: 2002,
+        };
+        let a = index.reserve_gid(&gids, range).await.expect("2000");
+        let b = index.reserve_gid(&gids, range).await.expect("2001");
+        assert_eq!((a.gid, b.gid), (2000, 2001));
+        // `a`'s create finishes: indexed first, then released. 2000 stays taken.
+        index
+            .insert(Summary::from_info(&info("h:v", &["h"], 2000)))
+            .await;
+        drop(a);
+        let c = index.reserve_gid(&gids, range).await.expect("2002");
+        assert_eq!(c.gid, 2002);
+        assert!(index.reserve_gid(&gids, range).await.is_none());
+        // `b`'s create fails: released without a volume; 2001 is free again.
+        drop(b);
+        assert_eq!(
+            index.reserve_gid(&gids, range).await.map(|r| r.gid),
+            Some(2001)
+        );
+        // The volume with 2000 is deleted.
+        index.remove(&"ab".repeat(16)).await;
+        assert_eq!(
+            index.reserve_gid(&gids, range).await.map(|r| r.gid),
+            Some(2000)
+        );
     }
 
     #[test]
