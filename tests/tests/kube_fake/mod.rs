@@ -41,7 +41,7 @@ struct Store {
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     rv: u64,
     history: Vec<Event>,
-    /// Every request, as "METHOD path?query".
+    /// Every request, as "METHOD path?query", and "CREATED path/name" after a POST.
     requests: Vec<String>,
     /// JSON/merge patches applied, per object path.
     patches_applied: BTreeMap<String, usize>,
@@ -201,6 +201,14 @@ impl FakeApi {
             .insert(name, object);
     }
 
+    /// Removes `collection`/`name` as if a controller deleted it.
+    pub fn remove(&self, collection: &str, name: &str) -> Option<Value> {
+        let mut store = self.inner.store.lock().expect("store");
+        let obj = store.objects.get_mut(collection)?.remove(name)?;
+        record(&mut store, collection, "DELETED", obj.clone());
+        Some(obj)
+    }
+
     /// The object at `collection`/`name`.
     pub fn get(&self, collection: &str, name: &str) -> Option<Value> {
         let store = self.inner.store.lock().expect("store");
@@ -229,7 +237,8 @@ impl FakeApi {
         store.patches_rejected.get(path).copied().unwrap_or(0)
     }
 
-    /// Every request so far, as "METHOD path?query".
+    /// Every request so far, as "METHOD path?query", plus "CREATED path/name" for each
+    /// object a POST created.
     pub fn requests(&self) -> Vec<String> {
         self.inner.store.lock().expect("store").requests.clone()
     }
@@ -379,6 +388,7 @@ async fn handle(
                     &format!("{resource} \"{name}\" already exists"),
                 );
             }
+            store.requests.push(format!("CREATED {collection}/{name}"));
             let rv = record(&mut store, &collection, "ADDED", obj.clone());
             stamp(&mut obj, &collection, rv);
             store
