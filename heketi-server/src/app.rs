@@ -37,6 +37,28 @@ pub struct App {
     pub auth: Option<AuthKeys>,
     /// State directory (temporary mounts live under `<state-dir>/mnt`).
     pub state_dir: PathBuf,
+    /// Volumes with an operation running in this process (count per volume id). A volume
+    /// that is not `Online` and not in here was left behind (a failed rollback, a crash) and
+    /// is finished or rolled back by [`crate::reconcile`].
+    active: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Marks a volume as having an operation running until dropped.
+pub struct ActiveGuard {
+    app: Arc<App>,
+    id: String,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut m = self.app.active_map();
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// An accepted asynchronous operation: reply 202 with `Location: /queue/<id>`.
@@ -54,7 +76,26 @@ impl App {
             queue: Queue::new(config.max_inflight),
             auth: config.auth,
             state_dir: config.state_dir,
+            active: Default::default(),
         })
+    }
+
+    fn active_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks volume `id` as having an operation running (until the guard is dropped).
+    pub fn mark_active(self: &Arc<Self>, id: &str) -> ActiveGuard {
+        *self.active_map().entry(id.to_owned()).or_insert(0) += 1;
+        ActiveGuard {
+            app: Arc::clone(self),
+            id: id.to_owned(),
+        }
+    }
+
+    /// Whether volume `id` has an operation running in this process.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.active_map().contains_key(id)
     }
 
     /// Runs `op` in the background under queue entry it returns; `slot` (if any) is held

@@ -77,12 +77,10 @@ pub async fn run(
 
     // Finish or roll back what a previous run left in flight before answering requests, so
     // the first list is already right; if Gluster stays unreachable, serve and keep trying.
-    let mut reconciled = false;
     for attempt in 1..=RECONCILE_ATTEMPTS {
         match reconcile::reconcile(&app).await {
             Ok(n) => {
                 tracing::info!(reconciled = n, "state reconciled with Gluster");
-                reconciled = true;
                 break;
             }
             Err(e) => {
@@ -93,19 +91,17 @@ pub async fn run(
             }
         }
     }
+    // From now on, in the background: volumes left behind (still unreconciled, or a failed
+    // rollback) are finished or rolled back, and rolled-back creates are watched. Topology was
+    // settled by the first attempt above; nodes and devices being added now are live.
     let background = Arc::clone(&app);
     tokio::spawn(async move {
-        let mut reconciled = reconciled;
         loop {
             tokio::time::sleep(RECONCILE_RETRY).await;
-            if !reconciled {
-                match reconcile::reconcile(&background).await {
-                    Ok(n) => {
-                        tracing::info!(reconciled = n, "state reconciled with Gluster");
-                        reconciled = true;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reconciliation failed again"),
-                }
+            match reconcile::reconcile_volumes(&background).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(reconciled = n, "state reconciled with Gluster"),
+                Err(e) => tracing::warn!(error = %e, "reconciliation failed; retrying"),
             }
             if let Err(e) = reconcile::sweep(&background).await {
                 tracing::warn!(error = %e, "cannot check rolled-back creates");

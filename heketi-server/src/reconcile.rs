@@ -67,8 +67,8 @@ pub fn settle_topology(state: &mut State) {
     }
 }
 
-/// Finishes or rolls back everything left in flight. Fails (leaving the rest for a later
-/// attempt) when Gluster cannot be reached.
+/// At start: settles half-added topology, then finishes or rolls back every volume left in
+/// flight. Fails (leaving the rest for a later attempt) when Gluster cannot be reached.
 pub async fn reconcile(app: &App) -> Result<usize, Error> {
     app.store
         .update(|s| {
@@ -76,7 +76,19 @@ pub async fn reconcile(app: &App) -> Result<usize, Error> {
             Ok::<_, StoreError>(())
         })
         .await?;
-    let todo = app.store.read(plan).await;
+    reconcile_volumes(app).await
+}
+
+/// Finishes or rolls back the volumes that are not `Online` and have no operation running in
+/// this process (left behind by a crash or by a rollback that failed).
+pub async fn reconcile_volumes(app: &App) -> Result<usize, Error> {
+    let todo: Vec<(Volume, Action)> = app
+        .store
+        .read(plan)
+        .await
+        .into_iter()
+        .filter(|(v, _)| !app.is_active(&v.id))
+        .collect();
     if todo.is_empty() {
         return Ok(0);
     }

@@ -172,6 +172,7 @@ impl App {
         let slot = self.slot()?;
 
         let id = new_id();
+        let active = self.mark_active(&id);
         let mut vol = Volume {
             name: spec.name.clone().unwrap_or_else(|| format!("vol_{id}")),
             id,
@@ -231,7 +232,10 @@ impl App {
             .await?;
         tracing::info!(volume = %vol.id, name = %vol.name, size_gib = vol.size_gib, "creating volume");
         let app = Arc::clone(self);
-        Ok(self.spawn(Some(slot), async move { app.run_create(vol.id).await }))
+        Ok(self.spawn(Some(slot), async move {
+            let _active = active;
+            app.run_create(vol.id).await
+        }))
     }
 
     /// `POST /volumes/{id}/clone`.
@@ -248,6 +252,7 @@ impl App {
             .ok_or_else(ApiError::id_not_found)?;
         let slot = self.slot()?;
         let id = new_id();
+        let active = self.mark_active(&id);
         let mut vol = Volume {
             name: name.unwrap_or_else(|| format!("vol_{id}")),
             id,
@@ -276,7 +281,10 @@ impl App {
             .await?;
         tracing::info!(volume = %vol.id, source = %src.id, "cloning volume");
         let app = Arc::clone(self);
-        Ok(self.spawn(Some(slot), async move { app.run_create(vol.id).await }))
+        Ok(self.spawn(Some(slot), async move {
+            let _active = active;
+            app.run_create(vol.id).await
+        }))
     }
 
     /// `POST /volumes/{id}/expand`.
@@ -295,6 +303,7 @@ impl App {
             return Err(busy(id));
         }
         let slot = self.slot()?;
+        let active = self.mark_active(id);
         let to_gib = vol.size_gib.saturating_add(add_gib);
         let (_, new_brick_kib) = brick_layout(&vol.durability, to_gib);
         self.store
@@ -330,7 +339,10 @@ impl App {
         tracing::info!(volume = %id, to_gib, "expanding volume");
         let app = Arc::clone(self);
         let id = id.to_owned();
-        Ok(self.spawn(Some(slot), async move { app.run_expand(id).await }))
+        Ok(self.spawn(Some(slot), async move {
+            let _active = active;
+            app.run_expand(id).await
+        }))
     }
 
     /// `DELETE /volumes/{id}`.
@@ -349,6 +361,7 @@ impl App {
             return Err(busy(id));
         }
         let slot = self.slot()?;
+        let active = self.mark_active(id);
         self.store
             .update(|s| {
                 let being_cloned = s.volumes.values().any(|v| {
@@ -369,7 +382,10 @@ impl App {
         tracing::info!(volume = %id, name = %vol.name, "deleting volume");
         let app = Arc::clone(self);
         let id = id.to_owned();
-        Ok(self.spawn(Some(slot), async move { app.run_delete(id).await }))
+        Ok(self.spawn(Some(slot), async move {
+            let _active = active;
+            app.run_delete(id).await
+        }))
     }
 
     // ------------------------------------------------------------------ background parts
