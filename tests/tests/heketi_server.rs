@@ -1275,6 +1275,73 @@ async fn twenty_concurrent_creates_end_created_or_429(tb: Arc<Testbed>) -> Resul
     Ok(())
 }
 
+/// After a restart: the server's list and Gluster's (volumes named `prefix…`) are the same,
+/// every listed volume is started, and the brick directories on disk are exactly the listed
+/// volumes' bricks. Returns the listed volumes.
+async fn lists_agree(s: &Server, prefix: &str) -> Result<Vec<VolumeInfoResponse>> {
+    let list: VolumeListResponse = s.get_json("/volumes").await?;
+    let mut vols = Vec::new();
+    let mut listed = BTreeSet::new();
+    let mut listed_bricks = BTreeSet::new();
+    for id in &list.volumes {
+        let v: VolumeInfoResponse = s.get_json(&format!("/volumes/{id}")).await?;
+        for b in &v.bricks {
+            if let Some(parent) = Path::new(&b.path).parent() {
+                listed_bricks.insert(parent.to_path_buf());
+            }
+        }
+        listed.insert(v.name.clone());
+        vols.push(v);
+    }
+    let in_gluster = s.gluster_volumes(prefix).await?;
+    ensure!(
+        listed == in_gluster,
+        "server lists {listed:?}, Gluster has {in_gluster:?}; server log:\n{}",
+        s.log_tail()
+    );
+    for name in &in_gluster {
+        let (status, _) = gluster_info(&s.tb, name).await?;
+        ensure!(status == "Started", "{name} is {status}");
+    }
+    let on_disk = s.brick_dirs()?;
+    ensure!(
+        on_disk == listed_bricks,
+        "brick dirs {on_disk:?} vs listed {listed_bricks:?}"
+    );
+    // Device accounting matches what is listed.
+    let listed_kib: u64 = vols
+        .iter()
+        .flat_map(|v| v.bricks.iter().map(|b| b.size))
+        .sum();
+    let clusters: ClusterListResponse = s.get_json("/clusters").await?;
+    let mut used_kib = 0;
+    for c in &clusters.clusters {
+        let cluster: ClusterInfoResponse = s.get_json(&format!("/clusters/{c}")).await?;
+        for n in &cluster.nodes {
+            let node: NodeInfoResponse = s.get_json(&format!("/nodes/{n}")).await?;
+            used_kib += node.devices.iter().map(|d| d.storage.used).sum::<u64>();
+        }
+    }
+    ensure!(
+        used_kib == listed_kib,
+        "devices account {used_kib} KiB, listed bricks {listed_kib} KiB"
+    );
+    Ok(vols)
+}
+
+/// Waits until Gluster's count of `prefix…` volumes satisfies `done`.
+async fn wait_gluster_count(s: &Server, prefix: &str, done: impl Fn(usize) -> bool) -> Result<()> {
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while !done(s.gluster_volumes(prefix).await?.len()) {
+        ensure!(
+            Instant::now() < deadline,
+            "Gluster never reached the wanted state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn kill9_during_creates_then_restart_lists_agree_with_gluster(
     tb: Arc<Testbed>,
 ) -> Result<()> {
@@ -1294,11 +1361,7 @@ async fn kill9_during_creates_then_restart_lists_agree_with_gluster(
         accepted.push(r.location()?);
     }
     // Crash while Gluster is in the middle of it: once the first new volume exists in Gluster.
-    let deadline = Instant::now() + OP_TIMEOUT;
-    while s.gluster_volumes("hs_crash_").await?.len() < 2 {
-        ensure!(Instant::now() < deadline, "no volume appeared in Gluster");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_gluster_count(&s, "hs_crash_", |n| n >= 2).await?;
     s.kill9()?;
     s.spawn()?;
     s.wait_ready().await?;
@@ -1307,55 +1370,29 @@ async fn kill9_during_creates_then_restart_lists_agree_with_gluster(
     s.req("GET", &accepted[0], None)
         .await?
         .expect_error(404, "Id not found")?;
-    let list: VolumeListResponse = s.get_json("/volumes").await?;
-    let mut listed = BTreeSet::new();
-    let mut listed_bricks = BTreeSet::new();
-    for id in &list.volumes {
-        let v: VolumeInfoResponse = s.get_json(&format!("/volumes/{id}")).await?;
-        for b in &v.bricks {
-            if let Some(parent) = Path::new(&b.path).parent() {
-                listed_bricks.insert(parent.to_path_buf());
-            }
-        }
-        listed.insert(v.name);
-    }
-    let in_gluster = s.gluster_volumes("hs_crash_").await?;
+    let vols = lists_agree(&s, "hs_crash_").await?;
     ensure!(
-        listed == in_gluster,
-        "server lists {listed:?}, Gluster has {in_gluster:?}; server log:\n{}",
-        s.log_tail()
-    );
-    ensure!(listed.contains(&kept.name), "the complete volume survived");
-    for name in &in_gluster {
-        let (status, _) = gluster_info(&tb, name).await?;
-        ensure!(status == "Started", "{name} is {status}");
-    }
-    let on_disk = s.brick_dirs()?;
-    ensure!(
-        on_disk == listed_bricks,
-        "brick dirs {on_disk:?} vs listed {listed_bricks:?}"
-    );
-    // Device accounting matches what is listed.
-    let used: u64 = list.volumes.len() as u64 * 1024 * 1024;
-    let nodes: ClusterListResponse = s.get_json("/clusters").await?;
-    let cluster: ClusterInfoResponse = s
-        .get_json(&format!("/clusters/{}", nodes.clusters[0]))
-        .await?;
-    let mut total_used = 0;
-    for n in &cluster.nodes {
-        let node: NodeInfoResponse = s.get_json(&format!("/nodes/{n}")).await?;
-        total_used += node.devices.iter().map(|d| d.storage.used).sum::<u64>();
-    }
-    // Each replica-3 volume uses 1 GiB on 3 devices; the kept one (no redundancy) on one.
-    let expected = (list.volumes.len() as u64 - 1) * 3 * 1024 * 1024 + 1024 * 1024;
-    ensure!(
-        total_used == expected,
-        "used {total_used} KiB, expected {expected} (listed {used})"
+        vols.iter().any(|v| v.id == kept.id),
+        "the complete volume survived"
     );
 
-    for id in list.volumes {
-        s.delete_volume(&id).await?;
+    // Crash again while all of them are being deleted: once the first is gone from Gluster.
+    let before = vols.len();
+    for v in &vols {
+        let r = s.req("DELETE", &format!("/volumes/{}", v.id), None).await?;
+        ensure!(r.status == 202, "{r:?}");
     }
+    wait_gluster_count(&s, "hs_crash_", |n| n < before).await?;
+    s.kill9()?;
+    s.spawn()?;
+    s.wait_ready().await?;
+    // Accepted deletes are finished by the restarted server.
+    let left = lists_agree(&s, "hs_crash_").await?;
+    ensure!(
+        left.is_empty(),
+        "volumes left: {:?}",
+        left.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
     ensure!(s.gluster_volumes("hs_crash_").await?.is_empty());
     ensure!(s.brick_dirs()?.is_empty());
     Ok(())
