@@ -1,14 +1,92 @@
-//! Command line and validated configuration of the node plugin.
+//! Command line and validated configuration of the node plugin and of its mount agent.
+//!
+//! `gluster-csi-node [FLAGS]` serves the CSI Identity and Node services ([`Args`]);
+//! `gluster-csi-node mount-agent --socket PATH` runs the mount agent ([`AgentArgs`],
+//! [`crate::agent`]) instead.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use csi_proto::serve::{CommonArgs, Endpoint};
+use clap::{Parser, Subcommand};
+use csi_proto::serve::{CommonArgs, Endpoint, LogFormat};
 
-/// Command line of `gluster-csi-node`. Every flag has an environment fallback.
+use crate::agent::AgentConfig;
+use crate::spawn::FuseLauncher;
+
+/// The whole command line: the node plugin's flags, or a subcommand.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "gluster-csi-node", version, about)]
+#[command(
+    name = "gluster-csi-node",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Something else to run instead of the node plugin.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The node plugin's flags (used when no subcommand is given).
+    #[command(flatten)]
+    pub plugin: Args,
+}
+
+/// Subcommands of `gluster-csi-node`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Run the mount agent: start GlusterFS FUSE clients on behalf of node plugins that run in
+    /// a PID namespace of their own (`--fuse-launcher agent:unix://PATH`). Run it on the host,
+    /// outside the plugin's PID namespace and cgroup.
+    MountAgent(AgentArgs),
+}
+
+/// Command line of `gluster-csi-node mount-agent`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Unix socket to listen on (created with mode 0600; a stale socket is replaced).
+    #[arg(long, env = "MOUNT_AGENT_SOCKET")]
+    pub socket: PathBuf,
+    /// Seconds one `mount -t glusterfs` may take before it is killed.
+    #[arg(long, env = "MOUNT_TIMEOUT", default_value_t = 60)]
+    pub mount_timeout: u64,
+    /// When set, every mount target must lie under this directory (kubelet's root directory).
+    #[arg(long, env = "KUBELET_DIR")]
+    pub kubelet_dir: Option<PathBuf>,
+    /// Log line format; the level is set with RUST_LOG (default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// Validates the agent's command line.
+    pub fn config(self) -> Result<AgentConfig, ConfigError> {
+        if !is_normal_absolute(&self.socket) || self.socket == Path::new("/") {
+            return Err(ConfigError::AgentSocket(self.socket));
+        }
+        if let Some(dir) = &self.kubelet_dir
+            && !is_normal_absolute(dir)
+        {
+            return Err(ConfigError::KubeletDir(dir.clone()));
+        }
+        check_mount_timeout(self.mount_timeout)?;
+        Ok(AgentConfig {
+            socket: self.socket,
+            mount_timeout: Duration::from_secs(self.mount_timeout),
+            kubelet_dir: self.kubelet_dir,
+            mount_program: PathBuf::from("mount"),
+        })
+    }
+}
+
+fn check_mount_timeout(secs: u64) -> Result<(), ConfigError> {
+    if secs == 0 || secs > 3600 {
+        Err(ConfigError::MountTimeout(secs))
+    } else {
+        Ok(())
+    }
+}
+
+/// Flags of the node plugin. Every flag has an environment fallback.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// Flags shared with the controller.
     #[command(flatten)]
@@ -30,8 +108,15 @@ pub struct Args {
     /// Cgroup directory (on a cgroupfs of the host) that FUSE clients are started in, so that
     /// stopping the plugin's container, which kills every process of the container's cgroup,
     /// leaves them running. Repeat it for each cgroup v1 hierarchy. Created when missing.
+    /// Applies to `--fuse-launcher direct` only.
     #[arg(long = "fuse-cgroup", env = "FUSE_CGROUP", value_delimiter = ',')]
     pub fuse_cgroups: Vec<PathBuf>,
+    /// Who starts the FUSE clients: `direct` (the plugin; for hostPID DaemonSets, with
+    /// --fuse-cgroup), `systemd` (`systemd-run --scope` on the host's systemd; needs hostPID,
+    /// the host's /run/systemd and /sys/fs/cgroup), or `agent:unix:///path/mount-agent.sock` (a
+    /// `gluster-csi-node mount-agent` on the host; for plugins in a PID namespace of their own).
+    #[arg(long, env = "FUSE_LAUNCHER", default_value = "direct")]
+    pub fuse_launcher: FuseLauncher,
 }
 
 /// Validated configuration.
@@ -53,6 +138,8 @@ pub struct Config {
     pub mount_timeout: Duration,
     /// Cgroups FUSE clients are started in (empty: the plugin's own).
     pub fuse_cgroups: Vec<PathBuf>,
+    /// Who starts the FUSE clients.
+    pub fuse_launcher: FuseLauncher,
 }
 
 /// A flag with an unusable value.
@@ -79,6 +166,12 @@ pub enum ConfigError {
     /// A `--fuse-cgroup` is not an absolute path.
     #[error("--fuse-cgroup {0:?} must be an absolute path to a cgroup directory")]
     FuseCgroup(PathBuf),
+    /// `--fuse-cgroup` with a launcher that does not use it.
+    #[error("--fuse-cgroup applies to --fuse-launcher direct only, not {0}")]
+    FuseCgroupLauncher(String),
+    /// The mount agent's `--socket` is not an absolute path.
+    #[error("--socket {0:?} must be an absolute, normalised path")]
+    AgentSocket(PathBuf),
 }
 
 fn is_normal_absolute(p: &Path) -> bool {
@@ -106,11 +199,14 @@ impl Config {
         {
             return Err(ConfigError::KubeletDir(dir.clone()));
         }
-        if args.mount_timeout == 0 || args.mount_timeout > 3600 {
-            return Err(ConfigError::MountTimeout(args.mount_timeout));
-        }
+        check_mount_timeout(args.mount_timeout)?;
         if let Some(bad) = args.fuse_cgroups.iter().find(|c| !is_normal_absolute(c)) {
             return Err(ConfigError::FuseCgroup(bad.clone()));
+        }
+        if !args.fuse_cgroups.is_empty() && args.fuse_launcher != FuseLauncher::Direct {
+            return Err(ConfigError::FuseCgroupLauncher(
+                args.fuse_launcher.to_string(),
+            ));
         }
         Ok(Self {
             endpoint: args.common.endpoint,
@@ -121,6 +217,82 @@ impl Config {
             kubelet_dir: args.kubelet_dir,
             mount_timeout: Duration::from_secs(args.mount_timeout),
             fuse_cgroups: args.fuse_cgroups,
+            fuse_launcher: args.fuse_launcher,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gluster-csi-node").chain(argv.iter().copied()))
+    }
+
+    #[test]
+    fn the_plugin_is_the_default_and_mount_agent_a_subcommand() {
+        let cli = parse(&["--node-id", "n1", "--state-dir", "/s"]).expect("plugin flags");
+        assert!(cli.command.is_none());
+        let config = Config::from_args(cli.plugin).expect("valid");
+        assert_eq!(config.fuse_launcher, FuseLauncher::Direct);
+
+        let cli = parse(&["mount-agent", "--socket", "/run/gc/agent.sock"]).expect("agent");
+        let Some(Command::MountAgent(agent)) = cli.command else {
+            panic!("no subcommand: {cli:?}");
+        };
+        let config = agent.config().expect("valid");
+        assert_eq!(config.socket, Path::new("/run/gc/agent.sock"));
+        assert_eq!(config.mount_timeout, Duration::from_secs(60));
+
+        assert!(parse(&["--node-id", "n1", "mount-agent", "--socket", "/a"]).is_err());
+        assert!(parse(&["mount-agent"]).is_err(), "--socket is required");
+    }
+
+    #[test]
+    fn launchers_parse_and_fuse_cgroup_needs_direct() {
+        let launcher = |v: &str| {
+            parse(&["--node-id", "n", "--fuse-launcher", v]).map(|c| c.plugin.fuse_launcher)
+        };
+        assert_eq!(launcher("direct").ok(), Some(FuseLauncher::Direct));
+        assert_eq!(launcher("systemd").ok(), Some(FuseLauncher::Systemd));
+        assert_eq!(
+            launcher("agent:unix:///run/gc/a.sock").ok(),
+            Some(FuseLauncher::Agent(PathBuf::from("/run/gc/a.sock")))
+        );
+        for bad in [
+            "",
+            "agent",
+            "agent:/run/a.sock",
+            "agent:unix://rel/a",
+            "agent:unix:///a/../b",
+            "agent:unix:///",
+            "nsenter",
+        ] {
+            assert!(launcher(bad).is_err(), "{bad:?} accepted");
+        }
+        let cli = parse(&[
+            "--node-id",
+            "n",
+            "--fuse-launcher",
+            "systemd",
+            "--fuse-cgroup",
+            "/sys/fs/cgroup/x",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            Config::from_args(cli.plugin),
+            Err(ConfigError::FuseCgroupLauncher(_))
+        ));
+        let bad_socket = AgentArgs {
+            socket: PathBuf::from("agent.sock"),
+            mount_timeout: 60,
+            kubelet_dir: None,
+            log_format: LogFormat::Plain,
+        };
+        assert!(matches!(
+            bad_socket.config(),
+            Err(ConfigError::AgentSocket(_))
+        ));
     }
 }

@@ -66,6 +66,9 @@ pub enum Error {
     /// A blocking task panicked or was cancelled (a bug).
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The mount agent cannot be reached or could not run the mount.
+    #[error("mount agent: {0}")]
+    Agent(String),
 }
 
 impl Error {
@@ -112,6 +115,7 @@ impl From<Error> for tonic::Status {
                 _ => Code::Internal,
             },
             Error::Task(_) => Code::Internal,
+            Error::Agent(_) => Code::Unavailable,
         };
         tonic::Status::new(code, e.to_string())
     }
@@ -184,6 +188,7 @@ mod tests {
                 Code::Internal,
             ),
             (Error::Task("panic".into()), Code::Internal),
+            (Error::Agent("connection refused".into()), Code::Unavailable),
         ];
         for (err, code) in cases {
             let text = err.to_string();

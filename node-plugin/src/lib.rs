@@ -1,14 +1,17 @@
 //! The gluster-csi node plugin: CSI Identity and Node services that mount Gluster volumes
 //! with the GlusterFS FUSE client, once per volume per node, and bind-mount them into pods.
 //!
-//! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
+//! [`Cli`] is the command line: the plugin's flags ([`Args`], validated into [`Config`]; [`run`]
+//! serves until shutdown) or the `mount-agent` subcommand ([`AgentArgs`]; [`agent::serve`]).
 //!
 //! Modules: [`node`] (the CSI Node service), [`context`] (the `volume_context` keys shared with
 //! the controller), [`options`] (mount options), [`mountinfo`] (the mount table), [`mounter`]
 //! (mount system calls under time limits), [`spawn`] (starting FUSE clients that outlive the
-//! plugin, and what the DaemonSet needs for it), [`paths`] (request path checks), [`records`]
-//! (which Gluster volume a CSI volume id was staged from), [`error`].
+//! plugin — `--fuse-launcher` — and what the DaemonSet needs for it), [`agent`] (the mount
+//! agent that starts them for a plugin in a PID namespace of its own), [`paths`] (request path
+//! checks), [`records`] (which Gluster volume a CSI volume id was staged from), [`error`].
 
+pub mod agent;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -21,7 +24,7 @@ pub mod paths;
 pub mod records;
 pub mod spawn;
 
-pub use config::{Args, Config};
+pub use config::{AgentArgs, Args, Cli, Command, Config};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,17 +1,36 @@
-//! `gluster-csi-node`: the CSI Identity and Node services, run by the node DaemonSet.
+//! `gluster-csi-node`: the CSI Identity and Node services, run by the node DaemonSet; with the
+//! `mount-agent` subcommand, the mount agent that starts FUSE clients on the host.
 
 use clap::Parser;
-use gluster_csi_node::{Args, run};
+use gluster_csi_node::{Cli, Command, agent, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    csi_proto::serve::init_logging(args.common.log_format);
-    match run(args, csi_proto::serve::shutdown_signal()).await {
+    let cli = Cli::parse();
+    let (what, result) = match cli.command {
+        Some(Command::MountAgent(args)) => {
+            csi_proto::serve::init_logging(args.log_format);
+            let result = match args.config() {
+                Ok(config) => agent::serve(config, csi_proto::serve::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            ("gluster-csi-node mount-agent", result)
+        }
+        None => {
+            csi_proto::serve::init_logging(cli.plugin.common.log_format);
+            let result = run(cli.plugin, csi_proto::serve::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string());
+            ("gluster-csi-node", result)
+        }
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "gluster-csi-node failed");
-            eprintln!("gluster-csi-node: {e}");
+            tracing::error!(error = %e, "{what} failed");
+            eprintln!("{what}: {e}");
             std::process::ExitCode::FAILURE
         }
     }

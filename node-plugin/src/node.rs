@@ -131,6 +131,7 @@ impl NodeService {
     /// clients will survive a plugin restart).
     pub fn new(config: Arc<Config>) -> Self {
         let launcher = Arc::new(ClientLauncher::new(
+            &config.fuse_launcher,
             &config.fuse_cgroups,
             config.mount_timeout,
         ));
@@ -291,7 +292,11 @@ impl NodeService {
             first
         };
         self.clean_failed_mount(staging).await;
-        let tail = log_tail(&log, log_start, LOG_TAIL_LINES);
+        let mut tail = log_tail(&log, log_start, LOG_TAIL_LINES);
+        if tail.is_empty() {
+            // The mount agent read the log where it ran the mount.
+            tail = last.log_tail.clone();
+        }
         Err(Error::Mount {
             source_spec: source,
             target: staging.to_path_buf(),

@@ -14,25 +14,41 @@
 //! - A container with a **PID namespace of its own** is stopped by killing that namespace's
 //!   first process; the kernel then kills every process of the namespace. Nothing started from
 //!   inside can leave it: `setns` into an ancestor PID namespace is refused (EINVAL), so
-//!   `nsenter --target 1 --pid` does not help either. A plugin run this way cannot keep its
-//!   clients alive, and says so in its start-up log.
+//!   `nsenter --target 1 --pid` does not help either. Only something that already lives
+//!   outside can start a client that survives: the mount agent (below).
 //! - A container that shares the **host's PID namespace** (`hostPID: true`) is stopped by
 //!   killing every process of the container's **cgroup** (runc uses `cgroup.kill` or the
 //!   freezer). Processes in another cgroup survive.
 //!
-//! So the DaemonSet runs the plugin with `hostPID: true`, and the plugin starts each mount
-//! helper — and with it the `glusterfs` daemon it forks — in a cgroup outside the container:
-//! `--fuse-cgroup DIR` (repeat per cgroup v1 hierarchy). The child writes `0` to
-//! `DIR/cgroup.procs` between `fork` and `exec`, so there is no moment at which the client is
-//! in the container's cgroup. When the plugin is in a cgroup namespace of its own (the default
-//! for containers on cgroup v2), the child first joins the host's cgroup namespace
-//! (`/proc/1/ns/cgroup`, visible thanks to hostPID): the kernel only lets a process move
-//! others between cgroups inside its cgroup namespace.
+//! # The launchers (`--fuse-launcher`)
 //!
-//! If the move fails (no such directory, read-only cgroupfs), the mount is made anyway and a
-//! warning is logged: the volume works, it just does not survive a plugin restart.
+//! - **`direct`** (default): the plugin runs `mount -t glusterfs` itself. With `--fuse-cgroup
+//!   DIR` (repeat per cgroup v1 hierarchy) the child writes `0` to `DIR/cgroup.procs` between
+//!   `fork` and `exec`, so there is no moment at which the client is in the container's cgroup.
+//!   When the plugin is in a cgroup namespace of its own (the default for containers on cgroup
+//!   v2), the child first joins the host's cgroup namespace (`/proc/1/ns/cgroup`, visible thanks
+//!   to hostPID): the kernel only lets a process move others between cgroups inside its cgroup
+//!   namespace. If the move fails (no such directory, read-only cgroupfs), the mount is made
+//!   anyway and a warning is logged: the volume works, it just does not survive a plugin
+//!   restart. For `hostPID: true` DaemonSets.
+//! - **`systemd`**: the plugin runs `systemd-run --scope --quiet --collect
+//!   --unit=gluster-csi-<hash> -- mount -t glusterfs …`, as kubelet's in-tree glusterfs mounter
+//!   did: the host's systemd puts the mount helper (and the client it forks) in a scope unit of
+//!   its own, outside the container's cgroup. The client still starts in the plugin's PID
+//!   namespace, so this also needs `hostPID: true`; the pod needs the host's `/run/systemd` (the
+//!   D-Bus private socket `systemd-run` talks to), `/sys/fs/cgroup`, and `systemd-run` in the
+//!   image. An alternative to `--fuse-cgroup` where the host runs systemd.
+//! - **`agent:unix:///path/mount-agent.sock`**: the plugin asks a mount agent
+//!   ([`crate::agent`], `gluster-csi-node mount-agent --socket PATH`) that runs outside the
+//!   plugin's PID namespace and cgroup — on the host — to run the mount. The only launcher that
+//!   keeps clients alive when the plugin runs in a PID namespace of its own. The agent accepts
+//!   nothing but a `mount -t glusterfs -o OPTIONS SOURCE TARGET` whose every part passes the
+//!   plugin's own validators.
 //!
-//! # What the DaemonSet needs
+//! At start the plugin logs an error when it finds itself in a PID namespace of its own with
+//! `direct` or `systemd`: every client it starts would die with it.
+//!
+//! # What the DaemonSet needs (with `direct`)
 //!
 //! - `hostPID: true`;
 //! - `privileged: true` (mount, `/dev/fuse`, `setns`, writing to cgroupfs);
@@ -48,26 +64,32 @@
 //! The mount runs in the plugin's mount namespace with the plugin image's `mount.glusterfs`
 //! and `glusterfs`; the host needs no Gluster packages. After a container stop the client keeps
 //! the old container's mount namespace alive; its mounts under kubelet's directory are shared
-//! with the host, so the host and the next plugin see and can unmount them.
+//! with the host, so the host and the next plugin see and can unmount them. (With the agent,
+//! the mount runs in the agent's mount namespace with the agent's tools instead.)
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::str::FromStr;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::agent::{self, MountRequest};
 use crate::error::Error;
 
 /// Most bytes of a command's stdout or stderr kept.
 const OUTPUT_LIMIT: u64 = 16 * 1024;
 /// How long to wait for a command's output pipes to close after it exited.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// Prefix of the systemd scope units of FUSE clients.
+pub const SYSTEMD_UNIT_PREFIX: &str = "gluster-csi-";
 
 /// Whether the plugin shares the host's PID namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +100,57 @@ pub enum PidNamespace {
     Own,
 }
 
+/// Who starts the FUSE clients (`--fuse-launcher`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FuseLauncher {
+    /// The plugin itself (`direct`), optionally moving clients to `--fuse-cgroup`.
+    Direct,
+    /// `systemd-run --scope` on the host's systemd (`systemd`).
+    Systemd,
+    /// The mount agent listening on this unix socket (`agent:unix:///path`).
+    Agent(PathBuf),
+}
+
+impl FromStr for FuseLauncher {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(Self::Direct),
+            "systemd" => Ok(Self::Systemd),
+            other => {
+                let Some(rest) = other.strip_prefix("agent:") else {
+                    return Err(format!(
+                        "{other:?} is not a FUSE launcher: use direct, systemd or \
+                         agent:unix:///path/to/mount-agent.sock"
+                    ));
+                };
+                let path = rest.strip_prefix("unix://").ok_or_else(|| {
+                    format!("{other:?}: the agent address must be unix:///absolute/path")
+                })?;
+                if !crate::paths::is_normalised(Path::new(path)) || path == "/" {
+                    return Err(format!(
+                        "{other:?}: the agent socket must be an absolute, normalised path"
+                    ));
+                }
+                Ok(Self::Agent(PathBuf::from(path)))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FuseLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct => f.write_str("direct"),
+            Self::Systemd => f.write_str("systemd"),
+            Self::Agent(p) => write!(f, "agent:unix://{}", p.display()),
+        }
+    }
+}
+
 /// What a finished command left behind.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CommandOutput {
     /// Whether it exited with status 0.
     pub success: bool,
@@ -87,14 +158,30 @@ pub struct CommandOutput {
     pub status: String,
     /// Its standard output and error, lossily decoded, trimmed.
     pub output: String,
+    /// The client log lines of this attempt, when whoever ran it read them (the mount agent
+    /// does); empty otherwise.
+    pub log_tail: String,
 }
 
-/// Starts `mount -t glusterfs` in the configured cgroups.
+/// How the launcher starts a mount.
+#[derive(Debug)]
+enum How {
+    /// `mount` as a child of the plugin, moved to these cgroups (none: stays in the plugin's).
+    Direct {
+        fuse_cgroups: Vec<PathBuf>,
+        host_cgroup_ns: Option<PathBuf>,
+    },
+    /// `systemd-run --scope … -- mount …`.
+    Systemd { systemd_run: PathBuf },
+    /// A request to the mount agent on this socket.
+    Agent { socket: PathBuf },
+}
+
+/// Starts `mount -t glusterfs` the configured way.
 #[derive(Debug)]
 pub struct ClientLauncher {
+    how: How,
     mount_program: PathBuf,
-    fuse_cgroups: Vec<PathBuf>,
-    host_cgroup_ns: Option<PathBuf>,
     timeout: Duration,
     pid_namespace: PidNamespace,
 }
@@ -119,11 +206,96 @@ impl Escape {
     }
 }
 
+/// Arguments of `mount` for a GlusterFS mount: `-t glusterfs [-o OPTIONS] SOURCE TARGET`.
+pub fn mount_args(source: &str, target: &Path, options: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-t".into(), "glusterfs".into()];
+    if !options.is_empty() {
+        args.push("-o".into());
+        args.push(options.join(",").into());
+    }
+    args.push(source.into());
+    args.push(target.as_os_str().to_owned());
+    args
+}
+
+/// Name of the systemd scope of a mount at `target`: the prefix and 16 hex digits of a hash of
+/// the target and `nonce` (a new scope per attempt, so that a scope still held by an earlier
+/// client of the same path never blocks a remount).
+pub fn systemd_unit(target: &Path, nonce: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(target.as_os_str().as_bytes());
+    h.update(nonce.to_le_bytes());
+    let digest = h.finalize();
+    format!("{SYSTEMD_UNIT_PREFIX}{}", hex::encode(&digest[..8]))
+}
+
+/// Arguments of `systemd-run` that run `mount_program mount_args` in the transient scope
+/// `unit`: `--scope --quiet --collect --unit=UNIT -- MOUNT ARGS…`.
+pub fn systemd_run_args(
+    unit: &str,
+    mount_program: &Path,
+    mount_args: &[OsString],
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--scope".into(),
+        "--quiet".into(),
+        "--collect".into(),
+        format!("--unit={unit}").into(),
+        "--".into(),
+        mount_program.as_os_str().to_owned(),
+    ];
+    args.extend(mount_args.iter().cloned());
+    args
+}
+
 impl ClientLauncher {
-    /// A launcher running `mount` with `timeout`, moving clients to `fuse_cgroups`. Detects
-    /// the PID and cgroup namespace situation and logs what it means for client survival.
-    pub fn new(fuse_cgroups: &[PathBuf], timeout: Duration) -> Self {
+    /// A launcher of the kind `launcher`, running `mount` with `timeout`; `fuse_cgroups` apply
+    /// to [`FuseLauncher::Direct`] only. Detects the PID and cgroup namespace situation and
+    /// logs what it means for client survival.
+    pub fn new(launcher: &FuseLauncher, fuse_cgroups: &[PathBuf], timeout: Duration) -> Self {
         let pid_namespace = detect_pid_namespace();
+        let how = match launcher {
+            FuseLauncher::Direct => Self::direct(fuse_cgroups, pid_namespace),
+            FuseLauncher::Systemd => {
+                if pid_namespace == PidNamespace::Own {
+                    tracing::error!(
+                        "the plugin runs in a PID namespace of its own: the FUSE clients it \
+                         starts through systemd-run still die when it stops, breaking every \
+                         mount on this node; run the DaemonSet with hostPID: true or use \
+                         --fuse-launcher agent:unix://…"
+                    );
+                } else {
+                    tracing::info!(
+                        "FUSE clients start in systemd scopes of their own (systemd-run --scope)"
+                    );
+                }
+                How::Systemd {
+                    systemd_run: PathBuf::from("systemd-run"),
+                }
+            }
+            FuseLauncher::Agent(socket) => {
+                if socket.exists() {
+                    tracing::info!(socket = %socket.display(), "FUSE clients are started by the mount agent");
+                } else {
+                    tracing::warn!(
+                        socket = %socket.display(),
+                        "the mount agent's socket does not exist (yet); mounts fail until it runs"
+                    );
+                }
+                How::Agent {
+                    socket: socket.clone(),
+                }
+            }
+        };
+        Self {
+            how,
+            mount_program: PathBuf::from("mount"),
+            timeout,
+            pid_namespace,
+        }
+    }
+
+    fn direct(fuse_cgroups: &[PathBuf], pid_namespace: PidNamespace) -> How {
         let mut usable = Vec::new();
         for dir in fuse_cgroups {
             match prepare_cgroup(dir) {
@@ -139,8 +311,10 @@ impl ClientLauncher {
             .flatten();
         match (pid_namespace, usable.is_empty()) {
             (PidNamespace::Own, _) => tracing::error!(
-                "the plugin runs in a PID namespace of its own: the FUSE clients it starts die \
-                 when it stops, breaking every mount on this node; run the DaemonSet with hostPID: true"
+                "the plugin runs in a PID namespace of its own with --fuse-launcher direct: the \
+                 FUSE clients it starts die when it stops, breaking every mount on this node; \
+                 run the DaemonSet with hostPID: true, or use --fuse-launcher agent:unix://… \
+                 with a mount agent on the host"
             ),
             (PidNamespace::Host, true) => tracing::warn!(
                 "no --fuse-cgroup: FUSE clients stay in the plugin's cgroup and die if the \
@@ -151,12 +325,9 @@ impl ClientLauncher {
                 "FUSE clients start outside the plugin's cgroup"
             ),
         }
-        Self {
-            mount_program: PathBuf::from("mount"),
+        How::Direct {
             fuse_cgroups: usable,
             host_cgroup_ns,
-            timeout,
-            pid_namespace,
         }
     }
 
@@ -165,30 +336,64 @@ impl ClientLauncher {
         self.pid_namespace
     }
 
-    /// Runs `mount -t glusterfs -o OPTIONS SOURCE TARGET` (argv, no shell) under the timeout.
+    /// Runs `mount -t glusterfs -o OPTIONS SOURCE TARGET` (argv, no shell) under the timeout,
+    /// the configured way.
     pub async fn mount_glusterfs(
         &self,
         source: &str,
         target: &Path,
         options: &[String],
     ) -> Result<CommandOutput, Error> {
-        let argv = |cmd: &mut tokio::process::Command| {
-            cmd.arg("-t")
-                .arg("glusterfs")
-                .arg("-o")
-                .arg(options.join(","))
-                .arg(source)
-                .arg(target);
-        };
         let what = format!("mount -t glusterfs {source} {}", target.display());
-        if self.fuse_cgroups.is_empty() {
-            let mut cmd = tokio::process::Command::new(&self.mount_program);
-            argv(&mut cmd);
-            return run(cmd, &what, self.timeout).await;
+        let args = mount_args(source, target, options);
+        match &self.how {
+            How::Direct {
+                fuse_cgroups,
+                host_cgroup_ns,
+            } => {
+                self.mount_direct(&args, &what, fuse_cgroups, host_cgroup_ns.as_deref())
+                    .await
+            }
+            How::Systemd { systemd_run } => {
+                let nonce = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or_default();
+                let unit = systemd_unit(target, nonce);
+                let mut cmd = tokio::process::Command::new(systemd_run);
+                cmd.args(systemd_run_args(&unit, &self.mount_program, &args));
+                tracing::debug!(unit, "mounting in a systemd scope");
+                run(cmd, &what, self.timeout).await
+            }
+            How::Agent { socket } => {
+                let request = MountRequest {
+                    source: source.to_owned(),
+                    target: target.display().to_string(),
+                    options: options.to_vec(),
+                };
+                // The agent refuses what these validators refuse; checking here first gives
+                // the caller the same message without a round trip.
+                request.validate(None)?;
+                agent::call(socket, &request, self.timeout).await
+            }
         }
-        let escape = self.escape()?;
+    }
+
+    async fn mount_direct(
+        &self,
+        args: &[OsString],
+        what: &str,
+        fuse_cgroups: &[PathBuf],
+        host_cgroup_ns: Option<&Path>,
+    ) -> Result<CommandOutput, Error> {
+        if fuse_cgroups.is_empty() {
+            let mut cmd = tokio::process::Command::new(&self.mount_program);
+            cmd.args(args);
+            return run(cmd, what, self.timeout).await;
+        }
+        let escape = escape(fuse_cgroups, host_cgroup_ns)?;
         let mut cmd = tokio::process::Command::new(&self.mount_program);
-        argv(&mut cmd);
+        cmd.args(args);
         // SAFETY: `Escape::enter` only makes system calls (setns, open, write, close) on data
         // prepared before the fork; it allocates nothing and takes no lock, as required between
         // fork and exec in a multi-threaded process.
@@ -196,7 +401,7 @@ impl ClientLauncher {
         unsafe {
             cmd.pre_exec(move || escape.enter());
         }
-        match run(cmd, &what, self.timeout).await {
+        match run(cmd, what, self.timeout).await {
             Err(Error::Io { source, .. }) if source.raw_os_error().is_some() => {
                 tracing::warn!(
                     error = %source,
@@ -204,39 +409,34 @@ impl ClientLauncher {
                      cgroup (the client will not survive a plugin restart)"
                 );
                 let mut cmd = tokio::process::Command::new(&self.mount_program);
-                argv(&mut cmd);
-                run(cmd, &what, self.timeout).await
+                cmd.args(args);
+                run(cmd, what, self.timeout).await
             }
             other => other,
         }
     }
+}
 
-    fn escape(&self) -> Result<Escape, Error> {
-        let cgroup_ns = match &self.host_cgroup_ns {
-            Some(p) => Some(
-                nix::fcntl::open(
-                    p.as_path(),
-                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
+fn escape(fuse_cgroups: &[PathBuf], host_cgroup_ns: Option<&Path>) -> Result<Escape, Error> {
+    let cgroup_ns = match host_cgroup_ns {
+        Some(p) => Some(
+            nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| Error::sys("open", p, e))?,
-            ),
-            None => None,
-        };
-        let procs_files = self
-            .fuse_cgroups
-            .iter()
-            .map(|dir| {
-                CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(|_| {
-                    Error::InvalidArgument(format!("cgroup path {} has a NUL byte", dir.display()))
-                })
+        ),
+        None => None,
+    };
+    let procs_files = fuse_cgroups
+        .iter()
+        .map(|dir| {
+            CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(|_| {
+                Error::InvalidArgument(format!("cgroup path {} has a NUL byte", dir.display()))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Escape {
-            cgroup_ns,
-            procs_files,
         })
-    }
+        .collect::<Result<_, _>>()?;
+    Ok(Escape {
+        cgroup_ns,
+        procs_files,
+    })
 }
 
 /// Runs `cmd` (stdin closed, output captured, own process group) and waits at most `limit`.
@@ -297,6 +497,7 @@ pub async fn run(
         success: status.success(),
         status: status.to_string(),
         output,
+        log_tail: String::new(),
     })
 }
 
@@ -448,6 +649,72 @@ mod tests {
         let cmd = tokio::process::Command::new("/nonexistent/mount");
         let r = run(cmd, "mount", Duration::from_secs(5)).await;
         assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn systemd_runs_exactly_the_mount_in_a_scope_of_its_own() {
+        let target = Path::new("/var/lib/kubelet/plugins/kubernetes.io/csi/d/v/globalmount");
+        let options = vec![
+            "backup-volfile-servers=g2:g3".to_owned(),
+            "log-file=/var/lib/gluster-csi/logs/v.log".to_owned(),
+            "auto_unmount".to_owned(),
+        ];
+        let unit = systemd_unit(target, 7);
+        assert!(unit.starts_with("gluster-csi-"), "{unit}");
+        assert_eq!(unit.len(), "gluster-csi-".len() + 16);
+        assert!(
+            unit["gluster-csi-".len()..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+        );
+        assert_eq!(unit, systemd_unit(target, 7), "stable for one attempt");
+        assert_ne!(unit, systemd_unit(target, 8), "a new scope per attempt");
+        assert_ne!(unit, systemd_unit(Path::new("/other"), 7));
+
+        let args = systemd_run_args(
+            &unit,
+            Path::new("mount"),
+            &mount_args("g1:/v", target, &options),
+        );
+        let got: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let want = vec![
+            "--scope".to_owned(),
+            "--quiet".to_owned(),
+            "--collect".to_owned(),
+            format!("--unit={unit}"),
+            "--".to_owned(),
+            "mount".to_owned(),
+            "-t".to_owned(),
+            "glusterfs".to_owned(),
+            "-o".to_owned(),
+            "backup-volfile-servers=g2:g3,log-file=/var/lib/gluster-csi/logs/v.log,auto_unmount"
+                .to_owned(),
+            "g1:/v".to_owned(),
+            target.display().to_string(),
+        ];
+        assert_eq!(got, want);
+        // No options: no empty -o.
+        let bare: Vec<String> = mount_args("g1:/v", Path::new("/m"), &[])
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(bare, ["-t", "glusterfs", "g1:/v", "/m"]);
+    }
+
+    #[test]
+    fn launcher_names_round_trip() {
+        for text in [
+            "direct",
+            "systemd",
+            "agent:unix:///run/gluster-csi/mount-agent.sock",
+        ] {
+            let l: FuseLauncher = text.parse().expect("valid");
+            assert_eq!(l.to_string(), text);
+        }
+        assert!("agent:tcp://1.2.3.4:1".parse::<FuseLauncher>().is_err());
     }
 
     #[test]
