@@ -1,6 +1,13 @@
 //! The CSI binaries in the testbed: the controller as a plain process, the node plugin the way a
 //! pod runs it — first process of a pid namespace of its own, so that it can be stopped the way a
 //! container runtime stops a pod (every process of the namespace at once).
+//!
+//! A plugin in a pid namespace of its own cannot keep the FUSE clients it starts alive (they
+//! would die with the namespace), so it asks the mount agent (`gluster-csi-node mount-agent`) to
+//! start them: `--fuse-launcher agent:unix://STATE/node-plugin/mount-agent.sock`. The testbed
+//! plays the host here: it runs the agent in the root pid namespace, where a real node would
+//! run it as a host service — or use its systemd (`--fuse-launcher systemd`), which this
+//! machine does not run.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -19,6 +26,13 @@ pub const CONTROLLER_ROLE: &str = "controller";
 pub const NODE_UNSHARE_ROLE: &str = "node-plugin-unshare";
 /// Journal role of the node plugin (first process of its pid namespace).
 pub const NODE_ROLE: &str = "node-plugin";
+/// Journal role of the mount agent that starts the node plugin's FUSE clients.
+pub const MOUNT_AGENT_ROLE: &str = "mount-agent";
+/// The node plugin's own directory under the state directory (client logs, volume records, the
+/// mount agent's socket).
+pub const NODE_STATE_DIR: &str = "node-plugin";
+/// The mount agent's socket, under [`NODE_STATE_DIR`].
+pub const MOUNT_AGENT_SOCKET: &str = "mount-agent.sock";
 /// File in the state directory holding the node plugin's host pid.
 pub const NODE_PID_FILE: &str = "node-plugin.pid";
 /// CSI driver name used in the testbed.
@@ -67,9 +81,37 @@ pub fn start_controller(
     daemon::spawn(CONTROLLER_ROLE, &argv, log, journal, false)
 }
 
+/// Path of the mount agent's socket of the testbed at `state_dir`.
+pub fn mount_agent_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join(NODE_STATE_DIR).join(MOUNT_AGENT_SOCKET)
+}
+
+/// Starts the mount agent (`gluster-csi-node mount-agent`) in the root pid namespace, standing in
+/// for what a node's host provides (a host service, or systemd for `--fuse-launcher systemd`:
+/// this machine runs no systemd). The FUSE clients it starts outlive the node plugin.
+pub fn start_mount_agent(
+    bin: &Path,
+    state_dir: &Path,
+    log: &Path,
+    journal: &Journal,
+) -> Result<Child> {
+    let socket = mount_agent_socket(state_dir);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let argv: Vec<String> = vec![
+        bin.display().to_string(),
+        "mount-agent".into(),
+        "--socket".into(),
+        socket.display().to_string(),
+    ];
+    daemon::spawn(MOUNT_AGENT_ROLE, &argv, log, journal, false)
+}
+
 /// Starts the node plugin on `socket` in a new pid namespace, with its own state (mount records,
-/// client logs) in `STATE/node-plugin`. Returns the `unshare` child and the
-/// host pid of the plugin itself (recorded in `STATE/node-plugin.pid` and in the journal).
+/// client logs) in `STATE/node-plugin` and its FUSE clients started by the mount agent
+/// ([`start_mount_agent`]). Returns the `unshare` child and the host pid of the plugin itself
+/// (recorded in `STATE/node-plugin.pid` and in the journal).
 pub async fn start_node(
     bin: &Path,
     socket: &Path,
@@ -92,9 +134,11 @@ pub async fn start_node(
         "--node-id".into(),
         node_id.into(),
         "--state-dir".into(),
-        state_dir.join("node-plugin").display().to_string(),
+        state_dir.join(NODE_STATE_DIR).display().to_string(),
         "--driver-name".into(),
         DRIVER_NAME.into(),
+        "--fuse-launcher".into(),
+        format!("agent:{}", endpoint(&mount_agent_socket(state_dir))),
     ];
     let mut child = daemon::spawn(NODE_UNSHARE_ROLE, &argv, log, journal, false)?;
     let holder = child.id();

@@ -96,6 +96,11 @@ impl Children {
         }
     }
 
+    /// Pid of the child under `role`, if there is one.
+    pub fn pid(&self, role: &str) -> Option<u32> {
+        self.map.lock().ok()?.get(role).map(Child::id)
+    }
+
     /// Whether the child under `role` exited; `Some(status text)` if so.
     pub fn exited(&self, role: &str) -> Option<String> {
         let mut map = self.map.lock().ok()?;

@@ -297,6 +297,8 @@ impl Testbed {
             step("controller listening");
         }
         if self.opts.node {
+            self.start_mount_agent().await?;
+            step("mount agent listening");
             self.env.node_endpoint = csi::endpoint(&self.node_socket());
             self.start_node_plugin().await?;
             step("node plugin listening");
@@ -537,6 +539,30 @@ impl Testbed {
         self.node_plugin.lock().ok()?.map(|(pid, _)| pid)
     }
 
+    /// The mount agent's socket (the node plugin's `--fuse-launcher agent:unix://…`).
+    pub fn mount_agent_socket(&self) -> PathBuf {
+        csi::mount_agent_socket(&self.names.state_dir)
+    }
+
+    /// Host pid of the mount agent, if it runs.
+    pub fn mount_agent_pid(&self) -> Option<u32> {
+        self.children.pid(csi::MOUNT_AGENT_ROLE)
+    }
+
+    /// Starts the mount agent in the root pid namespace (where a node's host would run it) and
+    /// waits until it accepts connections. The node plugin asks it to start every FUSE client,
+    /// so that the clients outlive the plugin's pid namespace.
+    pub async fn start_mount_agent(&self) -> Result<()> {
+        let bin = bin_path("gluster-csi-node")?;
+        let log = self.names.log_dir().join("mount-agent.log");
+        let child = csi::start_mount_agent(&bin, &self.names.state_dir, &log, &self.journal)?;
+        self.children.insert(csi::MOUNT_AGENT_ROLE, child);
+        csi::wait_socket("the mount agent", &self.mount_agent_socket(), &log, || {
+            self.children.exited(csi::MOUNT_AGENT_ROLE)
+        })
+        .await
+    }
+
     /// Starts the node plugin in a new pid namespace and waits until it accepts connections.
     pub async fn start_node_plugin(&self) -> Result<()> {
         let bin = bin_path("gluster-csi-node")?;
@@ -562,7 +588,8 @@ impl Testbed {
     }
 
     /// Stops the node plugin the way a container runtime stops a pod: SIGKILL to every process
-    /// of its pid namespace at once. Processes it started outside that namespace stay.
+    /// of its pid namespace at once. Processes outside that namespace stay: the mount agent and
+    /// the FUSE clients it started.
     pub async fn kill_node_plugin(&self) -> Result<()> {
         let current = self.node_plugin.lock().ok().and_then(|mut np| np.take());
         if let Some((pid, start)) = current {

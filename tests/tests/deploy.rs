@@ -406,8 +406,18 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
     assert_eq!(host_path(&kubelet.name), "/var/lib/kubelet");
     assert_eq!(flag(plugin, "kubelet-dir"), "/var/lib/kubelet");
 
-    // FUSE clients are started in the host PID namespace, which needs hostPID and privilege.
+    // FUSE clients are started by the plugin in the host PID namespace and moved to a host
+    // cgroup, which needs hostPID, privilege and the host's cgroup file system.
     assert_eq!(pod.host_pid, Some(true));
+    assert_eq!(flag(plugin, "fuse-launcher"), "direct");
+    assert!(
+        flag(plugin, "fuse-cgroup").starts_with("/sys/fs/cgroup/"),
+        "--fuse-cgroup is on the host cgroup file system"
+    );
+    assert_eq!(
+        host_path(&volume_at(plugin, "/sys/fs/cgroup")),
+        "/sys/fs/cgroup"
+    );
     let privileged = |c: &Container| {
         c.security_context
             .as_ref()

@@ -1,15 +1,18 @@
 //! The node plugin against real Gluster: FUSE mounts made through the CSI Node service.
 //!
 //! Each trial creates its own replica-3 Gluster volume with the gluster CLI (no controller
-//! involved: the volume context alone is enough, as for a static PV) and runs its own
-//! `gluster-csi-node` the way the DaemonSet runs it: in the host's PID namespace (`hostPID`), in
-//! a cgroup of its own standing for the container, with `--fuse-cgroup` pointing at another
-//! cgroup. Stopping "the container" kills every process of its cgroup at once (`cgroup.kill`),
-//! which is what runc does to a container that shares the host's PID namespace.
+//! involved: the volume context alone is enough, as for a static PV). Most trials run their own
+//! `gluster-csi-node` the way a `hostPID: true` DaemonSet runs it (`--fuse-launcher direct`): in
+//! the host's PID namespace, in a cgroup of its own standing for the container, with
+//! `--fuse-cgroup` pointing at another cgroup. Stopping "the container" kills every process of
+//! its cgroup at once (`cgroup.kill`), which is what runc does to a container that shares the
+//! host's PID namespace.
 //!
-//! Why not a PID namespace of its own: no process can move a child out of its PID namespace
-//! (`setns` to an ancestor namespace is refused), so with that model no FUSE client can outlive
-//! the plugin. See `node-plugin/src/spawn.rs`.
+//! One trial uses the testbed's own node plugin instead, run as a pod without hostPID: the first
+//! process of a PID namespace of its own, stopped by killing every process of that namespace at
+//! once. No process can move a child out of its PID namespace (`setns` to an ancestor namespace
+//! is refused), so that plugin has its FUSE clients started by the mount agent the testbed runs
+//! in the root namespace (`--fuse-launcher agent:unix://…`). See `node-plugin/src/spawn.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +37,12 @@ use tonic::transport::Channel;
 const STEP: Duration = Duration::from_secs(90);
 
 fn main() {
-    let opts = TestbedOptions::gluster_only(harness::state_dir_for("node"), 3);
+    // Gluster hosts plus the testbed's node plugin (in a PID namespace of its own) and the mount
+    // agent it uses; no heketi-server or controller.
+    let opts = TestbedOptions {
+        node: true,
+        ..TestbedOptions::gluster_only(harness::state_dir_for("node"), 3)
+    };
     harness::run(opts, |tb| {
         vec![
             harness::trial("info_and_capabilities", &tb, info_and_capabilities),
@@ -62,6 +70,11 @@ fn main() {
                 "plugin_kill_leaves_mounts_serving_and_a_new_plugin_adopts_them",
                 &tb,
                 plugin_kill_leaves_mounts_serving,
+            ),
+            harness::trial(
+                "plugin_in_its_own_pid_namespace_killed_whole_leaves_mounts_serving_via_the_mount_agent",
+                &tb,
+                pid_namespace_kill_leaves_mounts_serving,
             ),
             harness::trial(
                 "without_fuse_cgroup_a_plugin_kill_takes_the_client_down_and_stage_repairs",
@@ -268,22 +281,24 @@ impl Pod {
     async fn client(&self) -> Result<NodeClient<Channel>> {
         Ok(NodeClient::connect(format!("unix://{}", self.socket.display())).await?)
     }
+}
 
-    fn staging(&self, volume: &str) -> PathBuf {
-        self.kubelet
-            .join("plugins/kubernetes.io/csi/gluster.heketi.csi")
-            .join(volume)
-            .join("globalmount")
-    }
+/// Where kubelet (rooted at `kubelet`) stages `volume`.
+fn staging_path(kubelet: &Path, volume: &str) -> PathBuf {
+    kubelet
+        .join("plugins/kubernetes.io/csi/gluster.heketi.csi")
+        .join(volume)
+        .join("globalmount")
+}
 
-    fn target(&self, volume: &str, pod: &str) -> PathBuf {
-        self.kubelet
-            .join("pods")
-            .join(pod)
-            .join("volumes/kubernetes.io~csi")
-            .join(volume)
-            .join("mount")
-    }
+/// Where kubelet (rooted at `kubelet`) publishes `volume` for `pod`.
+fn target_path(kubelet: &Path, volume: &str, pod: &str) -> PathBuf {
+    kubelet
+        .join("pods")
+        .join(pod)
+        .join("volumes/kubernetes.io~csi")
+        .join(volume)
+        .join("mount")
 }
 
 impl Drop for Pod {
@@ -534,30 +549,31 @@ async fn call<T>(
 
 // Requests.
 
-struct Vol<'a> {
+struct Vol {
     id: String,
     name: String,
     ctx: HashMap<String, String>,
-    pod: &'a Pod,
+    /// The kubelet directory its staging and target paths are under.
+    kubelet: PathBuf,
 }
 
-impl<'a> Vol<'a> {
-    async fn new(tb: &Testbed, pod: &'a Pod, name: &str) -> Result<Vol<'a>> {
+impl Vol {
+    async fn new(tb: &Testbed, kubelet: &Path, name: &str) -> Result<Vol> {
         create_volume(tb, name).await?;
         Ok(Vol {
             id: format!("static-{name}"),
             name: name.to_owned(),
             ctx: context(tb, name),
-            pod,
+            kubelet: kubelet.to_path_buf(),
         })
     }
 
     fn staging(&self) -> PathBuf {
-        self.pod.staging(&self.name)
+        staging_path(&self.kubelet, &self.name)
     }
 
     fn target(&self, pod: &str) -> PathBuf {
-        self.pod.target(&self.name, pod)
+        target_path(&self.kubelet, &self.name, pod)
     }
 
     async fn stage(&self, c: &mut NodeClient<Channel>, mode: Mode) -> Result<(), tonic::Status> {
@@ -702,7 +718,7 @@ async fn stage_and_two_publishes_share_one_client(tb: Arc<Testbed>) -> Result<()
     let pod = Pod::start(&tb, "share", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npshare").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npshare").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "pod-a", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -777,7 +793,7 @@ async fn read_only_publish_refuses_writes(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "readonly", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npro").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npro").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "writer", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -861,7 +877,7 @@ async fn stats_equal_df(tb: Arc<Testbed>) -> Result<()> {
             id: "static-npstats".into(),
             name: "npstats".into(),
             ctx: context(&tb, "npstats"),
-            pod: &pod,
+            kubelet: pod.kubelet.clone(),
         };
         v.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
         v.publish(&mut c, "p", Mode::SingleNodeMultiWriter, false)
@@ -923,14 +939,14 @@ async fn stats_equal_df(tb: Arc<Testbed>) -> Result<()> {
         }
         let other = Vol {
             id: "static-other".into(),
-            ..Vol::new(&tb, &pod, "npstats2").await?
+            ..Vol::new(&tb, &pod.kubelet, "npstats2").await?
         };
         other.stage(&mut c, Mode::SingleNodeMultiWriter).await?;
         let wrong = Vol {
             id: other.id.clone(),
             name: v.name.clone(),
             ctx: v.ctx.clone(),
-            pod: &pod,
+            kubelet: pod.kubelet.clone(),
         };
         let r = wrong.stats(&mut c, &target).await.map(|_| ());
         ensure!(
@@ -941,7 +957,7 @@ async fn stats_equal_df(tb: Arc<Testbed>) -> Result<()> {
             id: String::new(),
             name: v.name.clone(),
             ctx: v.ctx.clone(),
-            pod: &pod,
+            kubelet: pod.kubelet.clone(),
         };
         ensure!(
             code(missing_id.stats(&mut c, &target).await.map(|_| ()))
@@ -962,7 +978,7 @@ async fn stage_and_publish_are_idempotent(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "idem", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npidem").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npidem").await?;
         for _ in 0..10 {
             v.stage(&mut c, Mode::SingleNodeWriter).await?;
         }
@@ -1005,7 +1021,7 @@ async fn plugin_kill_leaves_mounts_serving(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "kill", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npkill").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npkill").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -1051,13 +1067,132 @@ async fn plugin_kill_leaves_mounts_serving(tb: Arc<Testbed>) -> Result<()> {
     pod.explain(r)
 }
 
+/// Issue 6, point 4, as a runtime does it: the testbed's plugin is the first process of a PID
+/// namespace of its own and is stopped by SIGKILL to every process of that namespace at once;
+/// the FUSE clients, started by the mount agent outside the namespace, keep serving, and a new
+/// plugin adopts the mounts (publish, repair, unpublish, unstage).
+async fn pid_namespace_kill_leaves_mounts_serving(tb: Arc<Testbed>) -> Result<()> {
+    let kubelet = tb.scratch_dir("pidns-kubelet")?;
+    let logs = tb.state_dir().join("logs");
+    let r: Result<()> = async {
+        let plugin = tb
+            .node_plugin_pid()
+            .context("the testbed runs no node plugin")?;
+        let ns = procs::pid_namespace(plugin).context("pid namespace of the plugin")?;
+        let ours = procs::pid_namespace(std::process::id());
+        ensure!(
+            ours.as_deref() != Some(ns.as_str()),
+            "the plugin shares our pid namespace"
+        );
+        let agent = tb
+            .mount_agent_pid()
+            .context("the testbed runs no mount agent")?;
+        ensure!(
+            procs::pid_namespace(agent) == ours,
+            "the mount agent is not in the root pid namespace"
+        );
+
+        let mut c = NodeClient::connect(tb.env().node_endpoint.clone()).await?;
+        let v = Vol::new(&tb, &kubelet, "nppidns").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        write_file(v.target("a").join("before"), "before the kill").await?;
+        let client = the_client(&v.staging())?;
+        ensure!(
+            procs::pid_namespace(client).as_deref() != Some(ns.as_str()),
+            "the FUSE client {client} runs in the plugin's pid namespace"
+        );
+
+        // The runtime stops the pod: every process of its pid namespace at once.
+        drop(c);
+        tb.kill_node_plugin().await?;
+        ensure!(!procs::alive(plugin), "the plugin survived its pod's stop");
+        ensure!(
+            procs::all_pids()
+                .iter()
+                .all(|p| procs::pid_namespace(*p).as_deref() != Some(ns.as_str())),
+            "processes remain in the plugin's pid namespace"
+        );
+        ensure!(procs::alive(client), "the FUSE client died with the plugin");
+        ensure!(
+            the_client(&v.staging())? == client,
+            "the staging mount is served by another client"
+        );
+
+        // I/O through both published targets still works with no plugin running.
+        write_file(v.target("b").join("after"), "after the kill").await?;
+        ensure!(read_file(v.target("a").join("after")).await? == "after the kill");
+        ensure!(read_file(v.target("b").join("before")).await? == "before the kill");
+
+        // A new plugin, in a new pid namespace, takes the mounts over.
+        tb.start_node_plugin().await?;
+        let new = tb.node_plugin_pid().context("no new plugin")?;
+        ensure!(new != plugin && procs::alive(new));
+        let mut c = NodeClient::connect(tb.env().node_endpoint.clone()).await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        v.publish(&mut c, "c", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        ensure!(
+            the_client(&v.staging())? == client,
+            "the new plugin started another client"
+        );
+        ensure!(read_file(v.target("c").join("before")).await? == "before the kill");
+        let s = v.stats(&mut c, &v.target("b")).await?;
+        ensure!(!s.volume_condition.context("condition")?.abnormal);
+
+        // Repairs work through the agent too: the client dies, the next stage remounts.
+        procs::signal(client, nix::sys::signal::Signal::SIGKILL);
+        ensure!(wait_gone(client).await, "client did not die");
+        let s = v.stats(&mut c, &v.target("a")).await?;
+        ensure!(
+            s.volume_condition.context("condition")?.abnormal,
+            "a dead mount reported normal"
+        );
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        for p in ["a", "b", "c"] {
+            v.publish(&mut c, p, Mode::MultiNodeMultiWriter, false)
+                .await?;
+        }
+        let repaired = the_client(&v.staging())?;
+        ensure!(repaired != client);
+        ensure!(
+            procs::pid_namespace(repaired).as_deref() != Some(ns.as_str()),
+            "the repaired client runs in the plugin's pid namespace"
+        );
+        write_file(v.target("c").join("repaired"), "new I/O").await?;
+        ensure!(read_file(v.target("a").join("repaired")).await? == "new I/O");
+
+        v.clean_up(&mut c, &["a", "b", "c"]).await?;
+        ensure!(wait_gone(repaired).await, "client still runs after unstage");
+        Ok(())
+    }
+    .await;
+    r.map_err(|e| {
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        };
+        e.context(format!(
+            "node plugin log ends with:\n{}\nmount agent log ends with:\n{}",
+            tail("node-plugin.log"),
+            tail("mount-agent.log")
+        ))
+    })
+}
+
 async fn without_fuse_cgroup_the_client_dies(tb: Arc<Testbed>) -> Result<()> {
     // The control experiment: without --fuse-cgroup the client is in the container's cgroup
     // and dies with it, which is exactly what the trial above guards against.
     let pod = Pod::start(&tb, "control", false).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npctl").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npctl").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -1098,7 +1233,7 @@ async fn killed_client_is_repaired(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "repair", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "nprepair").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "nprepair").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -1167,7 +1302,7 @@ async fn hung_client_is_reported_without_hanging(tb: Arc<Testbed>) -> Result<()>
     let pod = Pod::start(&tb, "hung", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "nphung").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "nphung").await?;
         v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
         v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
             .await?;
@@ -1214,7 +1349,7 @@ async fn single_writer_second_publish(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "snsw", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npsnsw").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npsnsw").await?;
         v.stage(&mut c, Mode::SingleNodeSingleWriter).await?;
         v.publish(&mut c, "one", Mode::SingleNodeSingleWriter, false)
             .await?;
@@ -1238,7 +1373,7 @@ async fn bad_requests(tb: Arc<Testbed>) -> Result<()> {
     let pod = Pod::start(&tb, "bad", true).await?;
     let r: Result<()> = async {
         let mut c = pod.client().await?;
-        let v = Vol::new(&tb, &pod, "npbad").await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npbad").await?;
         let staging = v.staging().display().to_string();
         let target = v.target("p").display().to_string();
         let good_stage = || NodeStageVolumeRequest {

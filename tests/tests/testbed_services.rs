@@ -131,6 +131,21 @@ async fn node_plugin_runs_in_its_own_pid_namespace_and_restarts(tb: Arc<Testbed>
     );
     ensure!(procs::pid_namespace_members(pid).contains(&pid));
 
+    // Its FUSE clients are started by the mount agent, which runs in our (the root) pid
+    // namespace on a private socket.
+    let agent = tb.mount_agent_pid().context("mount agent pid")?;
+    ensure!(procs::pid_namespace(agent) == procs::pid_namespace(std::process::id()));
+    let socket = tb.mount_agent_socket();
+    let mode = std::fs::metadata(&socket)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "mount agent socket has mode {mode:o}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let launcher = format!("agent:unix://{}", socket.display());
+    ensure!(
+        cmdline.split(|b| *b == 0).any(|a| a == launcher.as_bytes()),
+        "the plugin does not use the mount agent: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+
     tb.kill_node_plugin().await?;
     ensure!(!procs::alive(pid), "node plugin {pid} survived");
     ensure!(
@@ -140,6 +155,8 @@ async fn node_plugin_runs_in_its_own_pid_namespace_and_restarts(tb: Arc<Testbed>
         "processes remain in the plugin's pid namespace"
     );
     ensure!(!accepts(&tb.node_socket()).await, "socket still answers");
+    ensure!(procs::alive(agent), "the mount agent died with the plugin");
+    ensure!(accepts(&socket).await, "the mount agent stopped listening");
 
     tb.restart_node_plugin().await?;
     let new = tb.node_plugin_pid().context("new pid")?;
