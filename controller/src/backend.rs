@@ -13,6 +13,7 @@ use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::gid;
 use crate::index::VolumeIndex;
+use crate::metrics::Metrics;
 use crate::params::{Credentials, DEFAULT_USER};
 use crate::volume_id::BackendRef;
 
@@ -34,6 +35,8 @@ pub struct Target {
     pub client: heketi_client::Client,
     /// Shared per-URL state.
     pub state: Arc<BackendState>,
+    /// Where Heketi calls are recorded.
+    pub metrics: Arc<Metrics>,
     busy_wait: Duration,
 }
 
@@ -41,6 +44,15 @@ impl Target {
     /// The base URL, for messages.
     pub fn url(&self) -> &str {
         self.client.base_url()
+    }
+
+    /// Runs a Heketi call of this backend, recording it in the metrics.
+    pub async fn heketi<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = heketi_client::Result<T>>,
+    ) -> heketi_client::Result<T> {
+        self.metrics.heketi(operation, call).await
     }
 
     /// Waits for a free slot to run a mutating operation; `Busy` (UNAVAILABLE) when none frees
@@ -71,12 +83,14 @@ pub struct Backends {
     /// Credentials last given for a URL, for calls that carry none (ControllerGetVolume,
     /// ListVolumes, GetCapacity).
     remembered: Mutex<HashMap<String, Credentials>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Backends {
-    /// The backends of `config`.
-    pub fn new(config: &Config) -> Self {
+    /// The backends of `config`, recording Heketi calls in `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             default: config.default_backend.clone(),
             request_timeout: config.request_timeout,
             operation_timeout: config.operation_timeout,
@@ -154,6 +168,7 @@ impl Backends {
             reference,
             client,
             state,
+            metrics: Arc::clone(&self.metrics),
             busy_wait: self.request_timeout,
         })
     }
@@ -203,13 +218,19 @@ mod tests {
         }
     }
 
+    impl Backends {
+        fn new_for_test(c: &Config) -> Self {
+            Self::new(c, Arc::new(Metrics::new()))
+        }
+    }
+
     fn no_default() -> Error {
         Error::invalid("no default")
     }
 
     #[test]
     fn default_url_is_canonicalised() {
-        let b = Backends::new(&config(Some("http://h:8080")));
+        let b = Backends::new_for_test(&config(Some("http://h:8080")));
         assert_eq!(
             b.canonical(&BackendRef::Url("http://h:8080/".into())),
             BackendRef::Default
@@ -227,7 +248,7 @@ mod tests {
 
     #[test]
     fn missing_default_uses_the_callers_error() {
-        let b = Backends::new(&config(None));
+        let b = Backends::new_for_test(&config(None));
         let e = b
             .resolve(&BackendRef::Default, None, no_default)
             .err()
@@ -237,7 +258,7 @@ mod tests {
 
     #[test]
     fn clients_are_shared_per_credentials_and_state_per_url() {
-        let b = Backends::new(&config(None));
+        let b = Backends::new_for_test(&config(None));
         let url = BackendRef::Url("http://a:1".into());
         let creds = |k: &str| {
             Some(Credentials {
@@ -259,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn permits_bound_concurrency_and_fail_fast_when_busy() {
-        let b = Backends::new(&config(Some("http://h:1")));
+        let b = Backends::new_for_test(&config(Some("http://h:1")));
         let t = b
             .resolve(&BackendRef::Default, None, no_default)
             .expect("t");

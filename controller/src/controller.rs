@@ -37,6 +37,7 @@ use crate::Config;
 use crate::backend::{Backends, Target};
 use crate::error::{Error, Result};
 use crate::index::Summary;
+use crate::metrics::Metrics;
 use crate::names;
 use crate::paging;
 use crate::params::{ClassParams, Credentials, VolumeType};
@@ -64,15 +65,22 @@ pub struct ControllerService {
 struct Inner {
     backends: Backends,
     locks: OperationLocks,
+    metrics: Arc<Metrics>,
 }
 
 impl ControllerService {
-    /// A controller using `config`.
+    /// A controller using `config`, with metrics of its own.
     pub fn new(config: Arc<Config>) -> Self {
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// A controller using `config` that records its calls in `metrics`.
+    pub fn with_metrics(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backends: Backends::new(&config),
+                backends: Backends::new(&config, Arc::clone(&metrics)),
                 locks: OperationLocks::default(),
+                metrics,
             }),
         }
     }
@@ -289,7 +297,7 @@ impl Inner {
         let found = target
             .state
             .index
-            .refreshed(&target.client, |vols| {
+            .refreshed(&target.client, &target.metrics, |vols| {
                 vols.values()
                     .find(|s| s.name == heketi_name)
                     .map(|s| s.id.clone())
@@ -298,7 +306,10 @@ impl Inner {
         let Some(id) = found else {
             return Ok(None);
         };
-        match target.client.volume_info(&id).await {
+        match target
+            .heketi("volume_info", target.client.volume_info(&id))
+            .await
+        {
             Ok(info) => {
                 target.state.index.insert(Summary::from_info(&info)).await;
                 Ok(Some(info))
@@ -375,7 +386,9 @@ impl Inner {
                 factor: plan.params.snap_factor,
             },
         };
-        let result = target.client.volume_create(&request).await;
+        let result = target
+            .heketi("volume_create", target.client.volume_create(&request))
+            .await;
         let info = match result {
             Ok(info) => info,
             Err(e) => {
@@ -448,7 +461,10 @@ impl Inner {
                 target.reference
             )));
         }
-        let src_info = match target.client.volume_info(&src.heketi_id).await {
+        let src_info = match target
+            .heketi("volume_info", target.client.volume_info(&src.heketi_id))
+            .await
+        {
             Ok(i) => i,
             Err(e) if e.is_not_found() => return Err(missing()),
             Err(e) => {
@@ -468,7 +484,13 @@ impl Inner {
         let request = VolumeCloneRequest {
             name: plan.heketi_name.clone(),
         };
-        let clone = match target.client.volume_clone(&src.heketi_id, &request).await {
+        let clone = match target
+            .heketi(
+                "volume_clone",
+                target.client.volume_clone(&src.heketi_id, &request),
+            )
+            .await
+        {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Err(missing()),
             Err(e) => {
@@ -492,7 +514,10 @@ impl Inner {
             Ok(grown) => Ok(grown),
             Err(e) => {
                 // Leave nothing behind: the clone is not what was asked for.
-                match target.client.volume_delete(&clone.id).await {
+                match target
+                    .heketi("volume_delete", target.client.volume_delete(&clone.id))
+                    .await
+                {
                     Ok(()) => target.state.index.remove(&clone.id).await,
                     Err(d) if d.is_not_found() => target.state.index.remove(&clone.id).await,
                     Err(d) => tracing::error!(
@@ -514,9 +539,12 @@ impl Inner {
         want_gib: u64,
     ) -> Result<VolumeInfoResponse> {
         let delta = want_gib.saturating_sub(info.size);
+        let request = VolumeExpandRequest { expand_size: delta };
         let grown = target
-            .client
-            .volume_expand(&info.id, &VolumeExpandRequest { expand_size: delta })
+            .heketi(
+                "volume_expand",
+                target.client.volume_expand(&info.id, &request),
+            )
             .await
             .map_err(|e| {
                 Error::heketi(
@@ -554,7 +582,10 @@ impl Inner {
             .resolve(&id.backend, creds, no_default_for_volume)?;
         detached(guard, async move {
             let _permit = target.permit().await?;
-            match target.client.volume_delete(&id.heketi_id).await {
+            match target
+                .heketi("volume_delete", target.client.volume_delete(&id.heketi_id))
+                .await
+            {
                 Ok(()) => tracing::info!(heketi_id = %id.heketi_id, "volume deleted"),
                 Err(e) if e.is_not_found() => {
                     tracing::info!(heketi_id = %id.heketi_id, "volume already gone");
@@ -613,7 +644,10 @@ impl Inner {
 
     /// The Heketi volume `id`; NOT_FOUND when Heketi does not know it.
     async fn read_volume(&self, target: &Target, id: &VolumeId) -> Result<VolumeInfoResponse> {
-        match target.client.volume_info(&id.heketi_id).await {
+        match target
+            .heketi("volume_info", target.client.volume_info(&id.heketi_id))
+            .await
+        {
             Ok(i) => Ok(i),
             Err(e) if e.is_not_found() => Err(Error::NotFound(format!(
                 "volume {} does not exist on {}",
@@ -707,7 +741,7 @@ impl Inner {
         let (page, more) = target
             .state
             .index
-            .refreshed(&target.client, |vols| {
+            .refreshed(&target.client, &target.metrics, |vols| {
                 let start = match &after {
                     Some(id) => Bound::Excluded(id.clone()),
                     None => Bound::Unbounded,
@@ -785,8 +819,8 @@ impl Inner {
         let client = &target.client;
         let ctx = |what: String| format!("{what} on {}", target.url());
         let clusters = if only.is_empty() {
-            client
-                .cluster_list()
+            target
+                .heketi("cluster_list", client.cluster_list())
                 .await
                 .map_err(|e| Error::heketi(ctx("listing clusters".into()), e))?
                 .clusters
@@ -795,7 +829,10 @@ impl Inner {
         };
         let mut free = 0u64;
         for cid in clusters {
-            let cluster = match client.cluster_info(&cid).await {
+            let cluster = match target
+                .heketi("cluster_info", client.cluster_info(&cid))
+                .await
+            {
                 Ok(c) => c,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(Error::heketi(ctx(format!("reading cluster {cid}")), e)),
@@ -804,7 +841,7 @@ impl Inner {
                 continue;
             }
             for nid in &cluster.nodes {
-                let node = match client.node_info(nid).await {
+                let node = match target.heketi("node_info", client.node_info(nid)).await {
                     Ok(n) => n,
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(Error::heketi(ctx(format!("reading node {nid}")), e)),
@@ -833,8 +870,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<CreateVolumeRequest>,
     ) -> std::result::Result<Response<CreateVolumeResponse>, Status> {
-        let r = Arc::clone(&self.inner)
-            .create_volume(request.into_inner())
+        let inner = Arc::clone(&self.inner);
+        let r = self
+            .inner
+            .metrics
+            .rpc("CreateVolume", inner.create_volume(request.into_inner()))
             .await
             .map(|v| CreateVolumeResponse { volume: Some(v) });
         respond(r)
@@ -844,8 +884,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<DeleteVolumeRequest>,
     ) -> std::result::Result<Response<DeleteVolumeResponse>, Status> {
-        let r = Arc::clone(&self.inner)
-            .delete_volume(request.into_inner())
+        let inner = Arc::clone(&self.inner);
+        let r = self
+            .inner
+            .metrics
+            .rpc("DeleteVolume", inner.delete_volume(request.into_inner()))
             .await
             .map(|()| DeleteVolumeResponse {});
         respond(r)
@@ -855,29 +898,48 @@ impl Controller for ControllerService {
         &self,
         request: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> std::result::Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        respond(Arc::clone(&self.inner).validate(request.into_inner()).await)
+        {
+            let inner = Arc::clone(&self.inner);
+            respond(
+                self.inner
+                    .metrics
+                    .rpc(
+                        "ValidateVolumeCapabilities",
+                        inner.validate(request.into_inner()),
+                    )
+                    .await,
+            )
+        }
     }
 
     async fn list_volumes(
         &self,
         request: Request<ListVolumesRequest>,
     ) -> std::result::Result<Response<ListVolumesResponse>, Status> {
-        respond(
-            Arc::clone(&self.inner)
-                .list_volumes(request.into_inner())
-                .await,
-        )
+        {
+            let inner = Arc::clone(&self.inner);
+            respond(
+                self.inner
+                    .metrics
+                    .rpc("ListVolumes", inner.list_volumes(request.into_inner()))
+                    .await,
+            )
+        }
     }
 
     async fn get_capacity(
         &self,
         request: Request<GetCapacityRequest>,
     ) -> std::result::Result<Response<GetCapacityResponse>, Status> {
-        respond(
-            Arc::clone(&self.inner)
-                .get_capacity(request.into_inner())
-                .await,
-        )
+        {
+            let inner = Arc::clone(&self.inner);
+            respond(
+                self.inner
+                    .metrics
+                    .rpc("GetCapacity", inner.get_capacity(request.into_inner()))
+                    .await,
+            )
+        }
     }
 
     async fn controller_get_capabilities(
@@ -899,8 +961,14 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerExpandVolumeRequest>,
     ) -> std::result::Result<Response<ControllerExpandVolumeResponse>, Status> {
-        let r = Arc::clone(&self.inner)
-            .expand_volume(request.into_inner())
+        let inner = Arc::clone(&self.inner);
+        let r = self
+            .inner
+            .metrics
+            .rpc(
+                "ControllerExpandVolume",
+                inner.expand_volume(request.into_inner()),
+            )
             .await
             .map(|capacity_bytes| ControllerExpandVolumeResponse {
                 capacity_bytes,
@@ -913,11 +981,18 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerGetVolumeRequest>,
     ) -> std::result::Result<Response<ControllerGetVolumeResponse>, Status> {
-        respond(
-            Arc::clone(&self.inner)
-                .get_volume(request.into_inner())
-                .await,
-        )
+        {
+            let inner = Arc::clone(&self.inner);
+            respond(
+                self.inner
+                    .metrics
+                    .rpc(
+                        "ControllerGetVolume",
+                        inner.get_volume(request.into_inner()),
+                    )
+                    .await,
+            )
+        }
     }
 }
 

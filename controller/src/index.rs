@@ -107,6 +107,7 @@ impl VolumeIndex {
     pub async fn refreshed<R>(
         &self,
         client: &heketi_client::Client,
+        metrics: &crate::metrics::Metrics,
         f: impl FnOnce(&BTreeMap<String, Summary>) -> R,
     ) -> Result<R> {
         let mut state = self.state.lock().await;
@@ -118,8 +119,8 @@ impl VolumeIndex {
             state.volumes.clear();
             state.loaded_at = Some(now);
         }
-        let listed = client
-            .volume_list()
+        let listed = metrics
+            .heketi("volume_list", client.volume_list())
             .await
             .map_err(|e| Error::heketi(format!("listing volumes on {}", client.base_url()), e))?;
         let listed: Vec<String> = listed
@@ -135,7 +136,10 @@ impl VolumeIndex {
             .cloned()
             .collect();
         let mut reads = stream::iter(missing)
-            .map(|id| async move { (client.volume_info(&id).await, id) })
+            .map(|id| async move {
+                let r = metrics.heketi("volume_info", client.volume_info(&id)).await;
+                (r, id)
+            })
             .buffer_unordered(READ_CONCURRENCY);
         let mut failure = None;
         while let Some((result, id)) = reads.next().await {

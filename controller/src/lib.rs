@@ -11,6 +11,7 @@ pub mod gid;
 pub mod identity;
 pub mod index;
 pub mod kube;
+pub mod metrics;
 pub mod migrate;
 pub mod names;
 pub mod paging;
@@ -37,6 +38,14 @@ pub enum StartError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] csi_proto::serve::ServeError),
+    /// `--metrics-address` cannot be bound.
+    #[error("--metrics-address {address}: {source}")]
+    Metrics {
+        /// The address given.
+        address: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        source: std::io::Error,
+    },
 }
 
 /// Validates `args`, binds the socket and serves the Identity and Controller services until
@@ -44,6 +53,12 @@ pub enum StartError {
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let annotate_gid = args.gid_annotator.annotate_gid;
     let config = Arc::new(Config::from_args(args)?);
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(address) = config.metrics_address {
+        metrics::serve(address, Arc::clone(&metrics))
+            .await
+            .map_err(|source| StartError::Metrics { address, source })?;
+    }
     let listener = csi_proto::serve::bind(&config.endpoint)?;
     let identity = IdentityService::new(
         config.driver_name.clone(),
@@ -56,7 +71,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
             config.default_backend.as_ref(),
         )),
     );
-    let controller = controller::ControllerService::new(Arc::clone(&config));
+    let controller = controller::ControllerService::with_metrics(Arc::clone(&config), metrics);
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));

@@ -123,6 +123,11 @@ fn main() {
                 heketi_unreachable_is_unavailable,
             ),
             harness::trial(
+                "metrics_count_calls_by_code_and_heketi_requests",
+                &tb,
+                metrics_count_calls,
+            ),
+            harness::trial(
                 "no_secret_in_any_controller_log_line",
                 &tb,
                 no_secret_in_logs,
@@ -297,6 +302,15 @@ struct OwnController {
 
 impl OwnController {
     async fn start(tb: &Testbed, name: &str, with_default: bool) -> Result<Self> {
+        Self::start_with(tb, name, with_default, &[]).await
+    }
+
+    async fn start_with(
+        tb: &Testbed,
+        name: &str,
+        with_default: bool,
+        extra: &[String],
+    ) -> Result<Self> {
         let dir = tb.scratch_dir(name)?;
         let socket = dir.join("csi.sock");
         let endpoint = format!("unix://{}", socket.display());
@@ -309,6 +323,7 @@ impl OwnController {
                 tb.env().heketi_key_file.display().to_string(),
             ]);
         }
+        args.extend(extra.iter().cloned());
         let log = dir.join("controller.log");
         let child = Self::spawn(&args, &log, &socket).await?;
         Ok(Self {
@@ -468,31 +483,35 @@ async fn capabilities_and_capacity(tb: Arc<Testbed>) -> Result<()> {
 async fn life_cycle_of_each_volumetype(tb: Arc<Testbed>) -> Result<()> {
     let mut c = controller(&tb).await?;
     let h = tb.heketi_client()?;
-    for (vt, kind, gluster_type, bricks) in [
+    for (vt, kind, gluster_type, bricks, gib) in [
         (
             "replicate:3",
             DurabilityType::Replicate,
             "Replicate",
             "1 x 3 = 3",
+            1,
         ),
         (
             "replicate:2",
             DurabilityType::Replicate,
             "Replicate",
             "1 x 2 = 2",
+            1,
         ),
         (
             "disperse:2:1",
             DurabilityType::Disperse,
             "Disperse",
             "1 x (2 + 1) = 3",
+            // 1 GiB asked; a brick is at least 1 GiB, so 2 data bricks make 2 GiB.
+            2,
         ),
-        ("none", DurabilityType::None, "Distribute", "1"),
+        ("none", DurabilityType::None, "Distribute", "1", 1),
     ] {
         let name = csi_name(&format!("life-{}", vt.replace(':', "-")));
         let v = create(&mut c, create_req(&name, 1, &[("volumetype", vt)])).await?;
         ensure!(
-            v.capacity_bytes == GIB,
+            v.capacity_bytes == gib * GIB,
             "{vt}: capacity {}",
             v.capacity_bytes
         );
@@ -510,7 +529,10 @@ async fn life_cycle_of_each_volumetype(tb: Arc<Testbed>) -> Result<()> {
         // Heketi and Gluster agree with the request.
         let info = h.volume_info(&heketi_id(&v)?).await?;
         ensure!(info.durability.kind == kind, "{vt}: {:?}", info.durability);
-        ensure!(info.size == 1 && info.name == vol, "{vt}: {info:?}");
+        ensure!(
+            i64::try_from(info.size)? == gib && info.name == vol,
+            "{vt}: {info:?}"
+        );
         let gi = tb.gluster(0, &["volume", "info", &vol]).await?;
         ensure!(
             gi.contains(&format!("Type: {gluster_type}")),
@@ -578,7 +600,7 @@ async fn life_cycle_of_each_volumetype(tb: Arc<Testbed>) -> Result<()> {
             .context("no volume")?;
         ensure!(
             got.volume_id == v.volume_id
-                && got.capacity_bytes == GIB
+                && got.capacity_bytes == gib * GIB
                 && got.volume_context == v.volume_context,
             "{vt}: ControllerGetVolume {got:?} differs from {v:?}"
         );
@@ -1481,5 +1503,62 @@ async fn no_secret_in_logs(tb: Arc<Testbed>) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `GET /metrics` over plain HTTP/1.1.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(STEP, stream.read_to_string(&mut body))
+        .await
+        .context("scrape hung")??;
+    ensure!(body.starts_with("HTTP/1.1 200"), "{body}");
+    Ok(body)
+}
+
+async fn metrics_count_calls(tb: Arc<Testbed>) -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    drop(l);
+    let own = OwnController::start_with(
+        &tb,
+        "metrics",
+        true,
+        &["--metrics-address".to_owned(), addr.to_string()],
+    )
+    .await?;
+    let mut c = own.client().await?;
+    let v = create(&mut c, create_req(&csi_name("metrics"), 1, &[])).await?;
+    let bad = create_req(&csi_name("metrics-bad"), 1, &[("volumetype", "x")]);
+    assert_code(
+        create_once(&mut c, bad).await,
+        Code::InvalidArgument,
+        "bad type",
+    )?;
+    delete(&mut c, &v.volume_id).await?;
+    let text = scrape(addr).await?;
+    for want in [
+        r#"gluster_csi_controller_rpc_calls_total{method="CreateVolume",code="OK"} 1"#,
+        r#"gluster_csi_controller_rpc_calls_total{method="CreateVolume",code="INVALID_ARGUMENT"} 1"#,
+        r#"gluster_csi_controller_rpc_calls_total{method="DeleteVolume",code="OK"} 1"#,
+        r#"gluster_csi_controller_rpc_duration_seconds_count{method="CreateVolume",code="OK"} 1"#,
+        r#"gluster_csi_controller_heketi_requests_total{operation="volume_create",outcome="ok"} 1"#,
+        r#"gluster_csi_controller_heketi_requests_total{operation="volume_delete",outcome="ok"} 1"#,
+        r#"gluster_csi_controller_heketi_request_duration_seconds_count{operation="volume_create",outcome="ok"} 1"#,
+    ] {
+        ensure!(
+            text.contains(want),
+            "{want} missing from the metrics:\n{text}"
+        );
+    }
+    ensure!(
+        !text.contains(&tb.env().heketi_key),
+        "the metrics page holds the Heketi key"
+    );
     Ok(())
 }
