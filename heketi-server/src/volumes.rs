@@ -21,9 +21,7 @@ use crate::error::{ApiError, Error};
 use crate::fuse;
 use crate::gluster::VolumeRunState;
 use crate::ids::new_id;
-use crate::model::{
-    Brick, GIB_IN_KIB, State, Tombstone, Volume, VolumeStatus, brick_layout, volume_info,
-};
+use crate::model::{Brick, State, Tombstone, Volume, VolumeStatus, brick_layout, volume_info};
 use crate::queue::OpResult;
 use crate::store::StoreError;
 use crate::validate::{CloneBody, ExpandBody, VolumeCreateBody, parse_volume_option};
@@ -686,11 +684,6 @@ fn busy(id: &str) -> ApiError {
     ApiError::conflict(format!(
         "Volume {id} is busy with another operation; retry later"
     ))
-}
-
-/// KiB of a volume of `gib` GiB.
-pub fn gib_to_kib(gib: u64) -> u64 {
-    gib.saturating_mul(GIB_IN_KIB)
 }
 
 #[cfg(test)]
