@@ -15,8 +15,10 @@
 //! Integration tests use [`harness::run`] (libtest-mimic) to get one testbed per test binary.
 
 pub mod cmd;
+pub mod combined;
 pub mod csi;
 mod daemon;
+pub mod demo;
 mod down;
 pub mod env;
 pub mod gluster;

@@ -47,6 +47,13 @@ enum Command {
         #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
         state_dir: PathBuf,
     },
+    /// Walk a PersistentVolumeClaim of deploy/examples through its whole life on a fresh testbed
+    /// (create, stage, publish into two pods, expand, unpublish, unstage, delete), printing
+    /// each step and what it proves.
+    Demo(gluster_csi_testbed::demo::DemoArgs),
+    /// Serve one CSI endpoint for the whole plugin (Identity and Controller from the
+    /// controller, Node from the node plugin), for tools such as csi-sanity.
+    CombinedEndpoint(gluster_csi_testbed::combined::CombinedArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -97,6 +104,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("testbed {} is down", state_dir.display());
             Ok(())
         }
+        Command::Demo(args) => gluster_csi_testbed::demo::run(args).await,
+        Command::CombinedEndpoint(args) => gluster_csi_testbed::combined::run(args).await,
         Command::Status { state_dir } => {
             print!("{}", status::status(&state_dir).await?);
             Ok(())
