@@ -1,10 +1,25 @@
 //! The Gluster hosts: one glusterd per network namespace, joined into one trusted pool.
+//!
+//! Gluster keeps some run-time files at a path compiled into it, `/var/run/gluster` (`/run/gluster`
+//! on Debian, where `/var/run` is a link to `/run`), whatever glusterd's own run directory is:
+//! the sockets and pid files of the quota daemon, the self-heal daemon and the bit-rot daemons,
+//! quota's auxiliary mounts. On one machine every host would share it, and the daemons of one
+//! host would take over (or delete) those of another — with a single working quotad for all,
+//! writes to quota-enabled volumes fail once it is not the right one. So each host's glusterd
+//! runs in a mount namespace of its own (the one `ip netns exec` makes) in which
+//! `/var/run/gluster` is a bind mount of the host's directory `hN/var-run-gluster`, set up by
+//! [`host_exec`] (`gluster-csi-testbed host-exec`) just before it executes glusterd. Bricks and
+//! daemons glusterd starts inherit it.
 
-use std::path::Path;
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::mount::MsFlags;
 
 use crate::cmd::{self, GLUSTER};
 use crate::daemon;
@@ -23,15 +38,38 @@ pub async fn cli(host: &GlusterHost, args: &[&str]) -> Result<String> {
     cmd::run(&argv, GLUSTER).await
 }
 
+/// The path compiled into Gluster for its daemons' sockets and pid files.
+pub const GLUSTER_VAR_RUN: &str = "/var/run/gluster";
+
+/// The `gluster-csi-testbed` binary (for `host-exec`): the running executable when it is that
+/// binary, else found like the project's other binaries ([`crate::bin_path`]).
+pub fn testbed_bin() -> Result<PathBuf> {
+    const NAME: &str = "gluster-csi-testbed";
+    if let Ok(exe) = std::env::current_exe()
+        && exe.file_name().is_some_and(|n| n == NAME)
+    {
+        return Ok(exe);
+    }
+    crate::bin_path(NAME)
+}
+
+/// `host`'s own directory mounted at [`GLUSTER_VAR_RUN`] in its glusterd's mount namespace.
+pub fn var_run_dir(host: &GlusterHost) -> PathBuf {
+    host.run_dir.with_file_name("var-run-gluster")
+}
+
 /// Prepares `host`'s directories and identity, and starts its glusterd (in the foreground, so the
-/// journaled pid is glusterd's own).
+/// journaled pid is glusterd's own) with its own [`GLUSTER_VAR_RUN`].
 pub fn start_glusterd(host: &GlusterHost, journal: &Journal) -> Result<Child> {
     let glusterd = cmd::require("glusterd", "install glusterfs-server")?;
+    let testbed = testbed_bin()?;
+    let var_run = var_run_dir(host);
     for d in [
         &host.working_dir,
         &host.run_dir,
         &host.log_dir,
         &host.brick_root,
+        &var_run,
     ] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -46,7 +84,7 @@ pub fn start_glusterd(host: &GlusterHost, journal: &Journal) -> Result<Child> {
         )
         .with_context(|| format!("cannot write {}", info.display()))?;
     }
-    let argv = glusterd_argv(host, &glusterd);
+    let argv = glusterd_argv(host, &glusterd, &testbed);
     daemon::spawn(
         &glusterd_role(host),
         &argv,
@@ -61,13 +99,20 @@ pub fn glusterd_role(host: &GlusterHost) -> String {
     format!("glusterd-{}", host.name)
 }
 
-fn glusterd_argv(host: &GlusterHost, glusterd: &Path) -> Vec<String> {
+/// `ip netns exec NS gluster-csi-testbed host-exec --bind HOST_VAR_RUN:/var/run/gluster --
+/// glusterd -N …`: every exec keeps the pid, so the journaled pid is glusterd's.
+fn glusterd_argv(host: &GlusterHost, glusterd: &Path, testbed: &Path) -> Vec<String> {
     let opt = |k: &str, v: &Path| format!("management.{k}={}", v.display());
     vec![
         "ip".into(),
         "netns".into(),
         "exec".into(),
         host.netns.clone(),
+        testbed.display().to_string(),
+        "host-exec".into(),
+        "--bind".into(),
+        format!("{}:{GLUSTER_VAR_RUN}", var_run_dir(host).display()),
+        "--".into(),
         glusterd.display().to_string(),
         "-N".into(),
         "--xlator-option".into(),
@@ -81,6 +126,68 @@ fn glusterd_argv(host: &GlusterHost, glusterd: &Path) -> Vec<String> {
         "-l".into(),
         host.log_dir.join("glusterd.log").display().to_string(),
     ]
+}
+
+/// A `--bind SRC:DST` of `host-exec`: two absolute paths separated by the first `:`.
+pub fn parse_bind(text: &str) -> std::result::Result<(PathBuf, PathBuf), String> {
+    let (src, dst) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not SRC:DST"))?;
+    let (src, dst) = (PathBuf::from(src), PathBuf::from(dst));
+    if !src.is_absolute() || !dst.is_absolute() {
+        return Err(format!("{text:?}: both paths must be absolute"));
+    }
+    Ok((src, dst))
+}
+
+/// What `gluster-csi-testbed host-exec` does: moves this process into a mount namespace of its
+/// own (mounts of the parent's still show up in it, none of its own leave it), bind-mounts each
+/// `(source, destination)` (both made if missing), then executes `argv` in place — no shell, no
+/// fork, same pid. Returns only on failure.
+pub fn host_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> anyhow::Error {
+    match enter_and_exec(binds, argv) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn enter_and_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> Result<Infallible> {
+    let (program, args) = argv.split_first().context("host-exec: no command given")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("host-exec: cannot make a mount namespace (needs root)")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("host-exec: cannot make / a slave mount")?;
+    for (src, dst) in binds {
+        for d in [src, dst] {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("host-exec: cannot create {}", d.display()))?;
+        }
+        nix::mount::mount(
+            Some(src.as_path()),
+            dst.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| {
+            format!(
+                "host-exec: cannot bind-mount {} on {}",
+                src.display(),
+                dst.display()
+            )
+        })?;
+    }
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(anyhow::Error::new(err).context(format!(
+        "host-exec: cannot execute {}",
+        Path::new(program).display()
+    )))
 }
 
 /// Waits until `host`'s glusterd answers the CLI; fails early if `exited` reports it gone.
@@ -156,6 +263,44 @@ pub fn connected_peers(peer_status: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_are_two_absolute_paths() {
+        assert_eq!(
+            parse_bind("/s/h1/var-run-gluster:/var/run/gluster"),
+            Ok((
+                PathBuf::from("/s/h1/var-run-gluster"),
+                PathBuf::from("/var/run/gluster")
+            ))
+        );
+        for bad in ["/a", "a:/b", "/a:b", ":/b", "/a:"] {
+            assert!(parse_bind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn glusterd_starts_through_host_exec_with_its_own_var_run() -> Result<()> {
+        let names = crate::layout::Names::new(Path::new("/tmp/gcsi-argv"))?;
+        let host = GlusterHost::new(&names, [198, 18, 1], 0);
+        let argv = glusterd_argv(&host, Path::new("/usr/sbin/glusterd"), Path::new("/bin/tb"));
+        let dash = argv.iter().position(|a| a == "--").context("no --")?;
+        assert_eq!(
+            argv[..dash],
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns.as_str(),
+                "/bin/tb",
+                "host-exec",
+                "--bind",
+                &format!("{}:/var/run/gluster", var_run_dir(&host).display()),
+            ]
+        );
+        assert_eq!(argv[dash + 1], "/usr/sbin/glusterd");
+        assert!(var_run_dir(&host).starts_with(names.host_dir(1)));
+        Ok(())
+    }
 
     #[test]
     fn only_connected_pool_members_count() {

@@ -47,6 +47,17 @@ enum Command {
         #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
         state_dir: PathBuf,
     },
+    /// (Internal) Run ARGV in a mount namespace of its own with each --bind SRC:DST mounted:
+    /// how the testbed gives each Gluster host its own /var/run/gluster.
+    #[command(hide = true)]
+    HostExec {
+        /// SRC:DST, both absolute; repeat for more.
+        #[arg(long = "bind", value_parser = gluster_csi_testbed::gluster::parse_bind)]
+        binds: Vec<(PathBuf, PathBuf)>,
+        /// The command to execute, after `--`.
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// Walk a PersistentVolumeClaim of deploy/examples through its whole life on a fresh testbed
     /// (create, stage, publish into two pods, expand, unpublish, unstage, delete), printing
     /// each step and what it proves.
@@ -106,6 +117,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => gluster_csi_testbed::demo::run(args).await,
         Command::CombinedEndpoint(args) => gluster_csi_testbed::combined::run(args).await,
+        Command::HostExec { binds, argv } => {
+            Err(gluster_csi_testbed::gluster::host_exec(&binds, &argv))
+        }
         Command::Status { state_dir } => {
             print!("{}", status::status(&state_dir).await?);
             Ok(())

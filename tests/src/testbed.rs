@@ -160,6 +160,8 @@ pub fn check_prerequisites(opts: &TestbedOptions) -> Result<()> {
     cmd::require("gluster", gluster_hint)?;
     cmd::require("mount.glusterfs", gluster_hint)?;
     cmd::require("ip", "install iproute2")?;
+    // Each glusterd starts through `gluster-csi-testbed host-exec` (its own /var/run/gluster).
+    gluster::testbed_bin()?;
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: FUSE mounts of Gluster volumes will not work here");
     }

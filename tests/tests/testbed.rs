@@ -8,6 +8,7 @@ use anyhow::{Context, Result, ensure};
 use std::process::Output;
 use std::time::Duration;
 
+use gluster_csi_testbed::gluster;
 use gluster_csi_testbed::journal::{self, Entry};
 use gluster_csi_testbed::layout::Names;
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, cmd, harness, mounts, net, procs};
@@ -25,6 +26,11 @@ fn main() {
                 "replica_3_volume_mounts_and_keeps_a_file_on_every_brick",
                 &tb,
                 replica_3_volume_mounts_and_keeps_a_file_on_every_brick,
+            ),
+            harness::trial(
+                "quota_volume_df_shows_the_limit_writes_work_and_every_host_runs_its_own_daemons",
+                &tb,
+                quota_volume_with_per_host_daemons,
             ),
             harness::trial(
                 "second_testbed_does_not_collide_and_down_twice_leaves_nothing",
@@ -132,6 +138,127 @@ async fn replica_3_volume_mounts_and_keeps_a_file_on_every_brick(tb: Arc<Testbed
             .with_context(|| format!("brick of {} lacks the file", h.name))?;
         ensure!(text == content, "{}: {text:?}", on_brick.display());
     }
+    Ok(())
+}
+
+/// Runs blocking file work with a limit (a broken FUSE mount can hang it). Not a timing check.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::time::timeout(Duration::from_secs(90), tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r.with_context(|| what.to_owned()),
+        Ok(Err(e)) => anyhow::bail!("{what}: {e}"),
+        Err(_) => anyhow::bail!("{what}: no answer within 90 s"),
+    }
+}
+
+/// Hosts listed as online for `daemon` ("Self-heal Daemon", "Quota Daemon") in `gluster volume
+/// status` output: `localhost` or an address.
+fn daemons_online(status: &str, daemon: &str) -> Vec<String> {
+    let prefix = format!("{daemon} on ");
+    status
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // host, TCP port, RDMA port, Online, Pid
+            (fields.get(3) == Some(&"Y")).then(|| fields[0].to_owned())
+        })
+        .collect()
+}
+
+/// Quota needs quotad on every host, and quotad (like the self-heal daemon) keeps its socket at
+/// the path compiled into Gluster, /var/run/gluster: each host has its own there, so writes to
+/// a quota-enabled volume work and the machine's /var/run/gluster is left alone.
+async fn quota_volume_with_per_host_daemons(tb: Arc<Testbed>) -> Result<()> {
+    let vol = format!("tbquota{}", std::process::id());
+    let bricks: Vec<String> = tb
+        .hosts()
+        .iter()
+        .map(|h| format!("{}:{}", h.address, h.brick_root.join(&vol).display()))
+        .collect();
+    let mut args = vec!["volume", "create", vol.as_str(), "replica", "3"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    tb.gluster(0, &args).await?;
+    tb.gluster(0, &["volume", "start", &vol]).await?;
+    tb.gluster(0, &["volume", "quota", &vol, "enable"]).await?;
+    tb.gluster(0, &["volume", "quota", &vol, "limit-usage", "/", "1GB"])
+        .await?;
+    tb.gluster(
+        0,
+        &["volume", "set", &vol, "features.quota-deem-statfs", "on"],
+    )
+    .await?;
+
+    // Every host runs its own self-heal and quota daemon, with its socket in its own directory.
+    let status = tb.gluster(0, &["volume", "status", &vol]).await?;
+    let mut want: Vec<String> = tb.hosts()[1..]
+        .iter()
+        .map(|h| h.address.to_string())
+        .collect();
+    want.push("localhost".into());
+    want.sort();
+    for daemon in ["Self-heal Daemon", "Quota Daemon"] {
+        let mut online = daemons_online(&status, daemon);
+        online.sort();
+        ensure!(online == want, "{daemon} online on {online:?}:\n{status}");
+    }
+    for h in tb.hosts() {
+        let socket = gluster::var_run_dir(h).join("quotad.socket");
+        ensure!(
+            socket.exists(),
+            "{} has no quotad socket of its own ({})",
+            h.name,
+            socket.display()
+        );
+    }
+    let machine = Path::new("/run/gluster").join(format!("{vol}_quota_limit.pid"));
+    ensure!(
+        !machine.exists(),
+        "a glusterd wrote {} into the machine's /run/gluster",
+        machine.display()
+    );
+
+    // Mounted from the root namespace, df shows the limit and writes go through.
+    let mnt = tb.scratch_dir(&vol)?;
+    tb.mount_volume(&vol, &mnt).await?;
+    let outcome: Result<()> = async {
+        let gib: u64 = 1 << 30;
+        let mut size = 0;
+        for _ in 0..100 {
+            let m = mnt.clone();
+            let st = blocking("statvfs", move || {
+                nix::sys::statvfs::statvfs(&m).map_err(std::io::Error::from)
+            })
+            .await?;
+            size = st.blocks() * st.fragment_size();
+            if size == gib {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(size == gib, "df shows {size} bytes, not the 1 GiB quota");
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let file = mnt.join("data");
+        let (f, d) = (file.clone(), data.clone());
+        blocking("write 4 MiB to the quota volume", move || {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&f)?;
+            out.write_all(&d)?;
+            out.sync_all()
+        })
+        .await?;
+        let back = blocking("read it back", move || std::fs::read(&file)).await?;
+        ensure!(back == data, "read back {} bytes that differ", back.len());
+        Ok(())
+    }
+    .await;
+    tb.unmount(&mnt).await?;
+    outcome?;
+    tb.gluster(0, &["volume", "stop", &vol]).await?;
+    tb.gluster(0, &["volume", "delete", &vol]).await?;
     Ok(())
 }
 
