@@ -53,6 +53,11 @@ pub fn plan(state: &State) -> Vec<(Volume, Action)> {
         .collect()
 }
 
+/// Whether the server may have died while `gluster volume create` of `vol` was running.
+pub fn create_in_doubt(vol: &Volume) -> bool {
+    matches!(&vol.status, VolumeStatus::Creating { step, .. } if step == crate::volumes::STEP_BRICKS_MADE)
+}
+
 /// Drops nodes and devices that were still being added; keeps those being removed.
 pub fn settle_topology(state: &mut State) {
     state.nodes.retain(|_, n| n.lifecycle != Lifecycle::Adding);
@@ -110,7 +115,7 @@ pub async fn reconcile_volumes(app: &App) -> Result<usize, Error> {
                 let rollback = *action == Action::RollBack;
                 match app.destroy(vol, rollback).await {
                     Ok(outcome) if rollback => app
-                        .forget_rolled_back(vol, outcome)
+                        .forget_rolled_back(vol, outcome, create_in_doubt(vol))
                         .await
                         .map_err(Error::from),
                     Ok(_) => app
@@ -301,6 +306,23 @@ mod tests {
             .map(|v| v.id.as_str())
             .collect();
         assert_eq!(visible, ["a", "e"]);
+    }
+
+    #[test]
+    fn only_a_create_cut_during_volume_create_is_in_doubt() {
+        let at = |step: &str| {
+            vol(
+                "x",
+                VolumeStatus::Creating {
+                    clone_of: None,
+                    step: step.into(),
+                },
+            )
+        };
+        assert!(create_in_doubt(&at(crate::volumes::STEP_BRICKS_MADE)));
+        assert!(!create_in_doubt(&at("allocated")));
+        assert!(!create_in_doubt(&at("started")));
+        assert!(!create_in_doubt(&vol("y", VolumeStatus::Online)));
     }
 
     #[test]

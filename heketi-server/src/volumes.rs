@@ -26,6 +26,11 @@ use crate::queue::OpResult;
 use crate::store::StoreError;
 use crate::validate::{CloneBody, ExpandBody, VolumeCreateBody, parse_volume_option};
 
+/// Step recorded once a create's brick directories exist and just before `gluster volume
+/// create` runs: from here until the next step, whether Gluster has the volume is unknown if
+/// the server dies.
+pub const STEP_BRICKS_MADE: &str = "bricks made";
+
 /// How long a rolled-back create is watched for a late Gluster volume.
 pub const TOMBSTONE_SECS: u64 = 180;
 
@@ -432,7 +437,12 @@ impl App {
                 match self.snapshot(&id).await {
                     Ok(vol) => match self.destroy(&vol, true).await {
                         Ok(outcome) => {
-                            if let Err(se) = self.forget_rolled_back(&vol, outcome).await {
+                            let uncertain = matches!(
+                                e,
+                                Error::Command(crate::exec::CommandError::Timeout { .. })
+                            );
+                            if let Err(se) = self.forget_rolled_back(&vol, outcome, uncertain).await
+                            {
                                 tracing::error!(volume = %id, error = %se, "cannot record the rollback");
                             }
                         }
@@ -463,7 +473,7 @@ impl App {
                     source,
                 })?;
         }
-        self.step(id, "bricks made").await?;
+        self.step(id, STEP_BRICKS_MADE).await?;
 
         let specs: Vec<String> = vol.bricks.iter().map(Brick::spec).collect();
         self.gluster
@@ -571,19 +581,21 @@ impl App {
         Ok(outcome)
     }
 
-    /// Forgets a rolled-back create. When Gluster did not have its volume, a `volume create`
-    /// may still be completing in glusterd (its CLI was killed or timed out), so the volume is
-    /// kept as a tombstone that [`crate::reconcile::sweep`] watches for a while.
+    /// Forgets a rolled-back create. When Gluster did not have its volume although a `volume
+    /// create` may have been under way (`uncertain`: its CLI was killed by a timeout or died
+    /// with the server), glusterd may still complete it, so the volume is kept as a tombstone
+    /// that [`crate::reconcile::sweep`] watches for a while (its name stays reserved).
     pub(crate) async fn forget_rolled_back(
         &self,
         vol: &Volume,
         outcome: Destroyed,
+        uncertain: bool,
     ) -> Result<(), StoreError> {
         let until = unix_now() + TOMBSTONE_SECS;
         self.store
             .update(|s| {
                 s.volumes.remove(&vol.id);
-                if outcome == Destroyed::Absent {
+                if outcome == Destroyed::Absent && uncertain {
                     s.tombstones.push(Tombstone {
                         volume: vol.clone(),
                         until,

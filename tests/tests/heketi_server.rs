@@ -1504,6 +1504,11 @@ async fn failed_create_is_500_in_queue_and_spares_foreign_volume(tb: Arc<Testbed
         "{status} {bricks:?}"
     );
     tb.gluster(0, &["volume", "delete", "hs_foreign"]).await?;
+    // The failed create reserved nothing: the same request now succeeds.
+    let v = s
+        .create_volume(json!({"size": 1, "name": "hs_foreign"}))
+        .await?;
+    s.delete_volume(&v.id).await?;
     Ok(())
 }
 
