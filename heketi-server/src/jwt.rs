@@ -132,10 +132,13 @@ pub fn authenticate(
     let mut claim_error = None;
     let exp = claims.exp.unwrap_or(0);
     if now > exp {
-        claim_error = Some(format!("Token is expired by {}", go_duration(now - exp)));
+        claim_error = Some(format!(
+            "Token is expired by {}",
+            go_duration(now.saturating_sub(exp))
+        ));
     }
     if let Some(iat) = claims.iat
-        && now < iat - IAT_LEEWAY_SECS
+        && now < iat.saturating_sub(IAT_LEEWAY_SECS)
     {
         claim_error = Some("Token used before issued (client and server clocks may differ)".into());
     }
