@@ -7,7 +7,9 @@
 #    missing (scripts/setup.sh),
 # 2. builds every binary of the workspace,
 # 3. runs `gluster-csi-testbed up`: N Gluster hosts (default 3) in network namespaces,
-#    heketi-server with the hosts loaded, the controller and the node plugin on unix sockets.
+#    heketi-server with the hosts loaded, the controller and the node plugin on unix sockets,
+# 4. ends with `gluster-csi-testbed demo`: a PersistentVolumeClaim of deploy/examples walked
+#    through its whole life on a second, throw-away testbed (STATE_DIR-demo), each step checked.
 #
 # The state directory is $GLUSTER_CSI_TESTBED_DIR, by default /tmp/gluster-csi-testbed. Running
 # the script again replaces the testbed there with a fresh one.
@@ -50,3 +52,6 @@ The Gluster CLI of host 1 is the "gluster CLI on h1" line printed above (append 
 Tear everything down (safe to repeat):
   $testbed down --state-dir $state_dir
 EOF
+
+echo "quickstart: the demo (gluster-csi-testbed demo), on a testbed of its own in ${state_dir}-demo"
+"$testbed" demo --state-dir "${state_dir}-demo"
