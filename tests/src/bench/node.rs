@@ -1,0 +1,285 @@
+//! Node: NodeStageVolume against a raw `mount -t glusterfs` of the same volume, NodePublishVolume
+//! against a bare bind mount, and the FUSE clients one staged volume costs against one raw
+//! mount per pod (the in-tree plugin's model).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MntFlags, MsFlags};
+
+use super::Ctx;
+use super::calls::{self, NODE_STEP, timed};
+use super::report::{Goal, Row, Section};
+use super::stats::{Samples, Unit};
+use super::usage;
+use crate::demo;
+
+/// Waits until no glusterfs client of `volume` runs (a client exits shortly after its
+/// unmount), so that one measurement does not overlap the end of the previous one.
+pub async fn wait_clients_gone(volume: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !demo::client_processes(volume).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A bare bind mount of `source` on `target` (created), as the floor of a publish.
+async fn bind(source: &Path, target: &Path) -> Result<()> {
+    let (s, t) = (source.to_path_buf(), target.to_path_buf());
+    calls::bounded("bind mount", NODE_STEP, async move {
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&t)?;
+            nix::mount::mount(Some(&s), &t, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+            anyhow::Ok(())
+        })
+        .await?
+    })
+    .await
+}
+
+/// A bare unmount of `target`.
+async fn umount(target: &Path) -> Result<()> {
+    let t = target.to_path_buf();
+    calls::bounded("umount", NODE_STEP, async move {
+        tokio::task::spawn_blocking(move || {
+            nix::mount::umount2(&t, MntFlags::empty())?;
+            anyhow::Ok(())
+        })
+        .await?
+    })
+    .await
+}
+
+/// Writes a small file in each of `dirs` and lists it, so that every client has done some
+/// work before its memory is read.
+async fn touch_all(dirs: &[PathBuf]) -> Result<()> {
+    let dirs = dirs.to_vec();
+    calls::bounded("touching the mounts", NODE_STEP, async move {
+        tokio::task::spawn_blocking(move || {
+            for (k, d) in dirs.iter().enumerate() {
+                std::fs::write(d.join(format!("touch-{k}")), vec![7u8; 64 * 1024])?;
+                let _ = std::fs::read_dir(d)?.count();
+            }
+            anyhow::Ok(())
+        })
+        .await?
+    })
+    .await
+}
+
+/// Client processes of `volume` and the sum of their RSS in MiB; the FUSE servers among them.
+fn clients(volume: &str) -> (usize, usize, f64, f64) {
+    let all = demo::client_processes(volume);
+    let fuse = demo::fuse_clients(volume);
+    let rss = |pids: &[u32]| -> f64 {
+        pids.iter()
+            .filter_map(|p| usage::of(*p))
+            .map(|u| u.rss_mib())
+            .sum()
+    };
+    (all.len(), fuse.len(), rss(&all), rss(&fuse))
+}
+
+/// Measures and returns the section.
+pub async fn run(ctx: &mut Ctx) -> Result<Section> {
+    let plan = ctx.plan.clone();
+    let vol = ctx.bench_volume().await?;
+    let (servers, volume) = calls::servers_and_volume(&vol)?;
+    let kubelet = ctx.kubelet();
+    let staging = calls::staging_path(&kubelet, &vol.volume_id);
+    let mut node = calls::node(&ctx.node.endpoint).await?;
+    let raw_dir = ctx.dir.join("raw-stage");
+    wait_clients_gone(&volume).await;
+
+    // Stage vs raw mount, ABBA.
+    let (mut stage, mut unstage) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
+    let (mut mount, mut unmount) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
+    for i in 0..plan.stages {
+        let csi_first = i % 2 == 1;
+        for csi in [csi_first, !csi_first] {
+            if csi {
+                let ((), t) = timed(calls::stage(&mut node, &vol, &staging)).await?;
+                stage.push_duration(t);
+                let ((), t) = timed(calls::unstage(&mut node, &vol, &staging)).await?;
+                unstage.push_duration(t);
+            } else {
+                let ((), t) = timed(calls::raw_mount(&servers, &volume, &raw_dir)).await?;
+                mount.push_duration(t);
+                let ((), t) = timed(crate::mounts::unmount(&raw_dir)).await?;
+                unmount.push_duration(t);
+            }
+            wait_clients_gone(&volume).await;
+        }
+    }
+
+    // Publish vs bare bind mount, ABBA by round; FUSE clients after the first round.
+    calls::stage(&mut node, &vol, &staging).await?;
+    let (mut publish, mut unpublish) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
+    let (mut binds, mut unbinds) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
+    let mut csi_clients = None;
+    for round in 0..plan.publish_rounds {
+        let csi_first = round % 2 == 0;
+        for csi in [csi_first, !csi_first] {
+            if csi {
+                let targets: Vec<PathBuf> = (0..plan.publishes)
+                    .map(|k| calls::target_path(&kubelet, &format!("pod-{round}-{k}")))
+                    .collect();
+                for t in &targets {
+                    let ((), d) = timed(calls::publish(&mut node, &vol, &staging, t)).await?;
+                    publish.push_duration(d);
+                }
+                if csi_clients.is_none() {
+                    touch_all(&targets).await?;
+                    csi_clients = Some(clients(&volume));
+                }
+                for t in &targets {
+                    let ((), d) = timed(calls::unpublish(&mut node, &vol, t)).await?;
+                    unpublish.push_duration(d);
+                }
+            } else {
+                let targets: Vec<PathBuf> = (0..plan.publishes)
+                    .map(|k| ctx.dir.join(format!("raw-bind/{round}-{k}")))
+                    .collect();
+                for t in &targets {
+                    let ((), d) = timed(bind(&staging, t)).await?;
+                    binds.push_duration(d);
+                }
+                for t in &targets {
+                    let ((), d) = timed(umount(t)).await?;
+                    unbinds.push_duration(d);
+                }
+            }
+        }
+    }
+    calls::unstage(&mut node, &vol, &staging).await?;
+    wait_clients_gone(&volume).await;
+
+    // One raw mount per pod.
+    let raw_targets: Vec<PathBuf> = (0..plan.publishes)
+        .map(|k| ctx.dir.join(format!("raw-many/{k}")))
+        .collect();
+    for t in &raw_targets {
+        calls::raw_mount(&servers, &volume, t).await?;
+    }
+    touch_all(&raw_targets).await?;
+    let raw_clients = clients(&volume);
+    for t in &raw_targets {
+        crate::mounts::unmount(t).await?;
+    }
+    wait_clients_gone(&volume).await;
+
+    let Some(csi_clients) = csi_clients else {
+        bail!("no publish round ran");
+    };
+    if csi_clients.1 > 0 {
+        ctx.notes.fuse_client_rss_mib = Some(csi_clients.3 / csi_clients.1 as f64);
+    }
+
+    let mut s = Section::new(
+        "Node: stage, publish, FUSE clients",
+        "Raw mount / bind mount",
+        format!(
+            "One 2 GiB `replicate:3` volume made through the controller. NodeStageVolume \
+             (`--fuse-launcher direct`, as the DaemonSet runs it: one FUSE mount with \
+             `backup-volfile-servers`, a per-volume `log-file`, `log-level=ERROR`, \
+             `auto_unmount`, then a mount-table check) against `mount -t glusterfs -o \
+             backup-volfile-servers=… h1:/VOL DIR` of the same volume: {stages} of each, ABBA, \
+             each followed by its unstage/umount and a wait until the client has exited. \
+             NodePublishVolume (bind mount of the staging path after validation, a liveness \
+             probe of the staging mount and mount-table checks) against a bare `mount --bind` \
+             syscall of the same staging path: {rounds} rounds of {pubs} targets per side. \
+             Then {pubs} publishes of the one staged volume against {pubs} raw mounts of it \
+             (one FUSE client per pod, the in-tree plugin's model); after a 64 KiB write in \
+             every target, glusterfs client processes of the volume are counted and their \
+             VmRSS summed.",
+            stages = plan.stages,
+            rounds = plan.publish_rounds,
+            pubs = plan.publishes
+        ),
+    );
+    s.rows.push(
+        Row::compare(
+            "NodeStageVolume vs raw `mount -t glusterfs`",
+            mount.summary(),
+            stage.summary(),
+            Goal::RatioAtMost(1.1),
+        )
+        .headline(),
+    );
+    s.rows.push(Row::compare(
+        "NodeUnstageVolume vs raw `umount`",
+        unmount.summary(),
+        unstage.summary(),
+        Goal::None,
+    ));
+    s.rows.push(
+        Row::compare(
+            "NodePublishVolume vs bare bind mount",
+            binds.summary(),
+            publish.summary(),
+            Goal::P99AtMostSecs(0.020),
+        )
+        .headline(),
+    );
+    s.rows.push(Row::compare(
+        "NodeUnpublishVolume vs bare `umount`",
+        unbinds.summary(),
+        unpublish.summary(),
+        Goal::None,
+    ));
+    let count = |v: usize| Samples::from_values(Unit::Count, [v as f64]).summary();
+    let mib = |v: f64| Samples::from_values(Unit::Mib, [v]).summary();
+    s.rows.push(
+        Row::compare(
+            format!("glusterfs client processes, {} pods", plan.publishes),
+            count(raw_clients.0),
+            count(csi_clients.0),
+            Goal::None,
+        )
+        .headline(),
+    );
+    s.rows.push(Row::compare(
+        format!(
+            "… of which FUSE servers (hold /dev/fuse), {} pods",
+            plan.publishes
+        ),
+        count(raw_clients.1),
+        count(csi_clients.1),
+        Goal::None,
+    ));
+    s.rows.push(
+        Row::compare(
+            format!("Total RSS of those processes, {} pods", plan.publishes),
+            mib(raw_clients.2),
+            mib(csi_clients.2),
+            Goal::None,
+        )
+        .headline(),
+    );
+    if csi_clients.0 > csi_clients.1 {
+        s.notes.push(format!(
+            "The node plugin's {} process(es) beyond the FUSE server are `auto_unmount` \
+             watchers (a small process that unmounts if the client dies).",
+            csi_clients.0 - csi_clients.1
+        ));
+    }
+    Ok(s)
+}
+
+/// Where a raw mount for the data part lives.
+pub fn raw_data_dir(ctx: &Ctx) -> PathBuf {
+    ctx.dir.join("raw-data")
+}
+
+/// Checks `dir` is a glusterfs mount.
+pub fn check_glusterfs(dir: &Path) -> Result<()> {
+    let m = crate::mounts::current()
+        .into_iter()
+        .rfind(|m| m.path == dir)
+        .with_context(|| format!("{} is not mounted", dir.display()))?;
+    if !m.fstype.contains("glusterfs") {
+        bail!("{} holds {} instead of glusterfs", dir.display(), m.fstype);
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! What a process costs, read from `/proc`: resident memory now and at its peak, CPU time.
+
+use std::path::Path;
+
+/// Clock ticks per second of the CPU times in `/proc/PID/stat`: the kernel's `USER_HZ`, which
+/// the Linux ABI fixes at 100 on every architecture.
+const USER_HZ: f64 = 100.0;
+
+/// Memory and CPU of one process at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Resident set size now (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub hwm_kib: u64,
+    /// User plus system CPU time since start, seconds.
+    pub cpu_secs: f64,
+}
+
+impl Usage {
+    /// RSS in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+
+    /// Peak RSS in MiB.
+    pub fn hwm_mib(&self) -> f64 {
+        self.hwm_kib as f64 / 1024.0
+    }
+}
+
+/// The usage of `pid`, `None` when it is gone.
+pub fn of(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(Usage {
+        rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
+        hwm_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
+        cpu_secs: cpu_ticks(&stat)? as f64 / USER_HZ,
+    })
+}
+
+/// A `KEY:   1234 kB` line of `/proc/PID/status`.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces; fields after the last ')' start at 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Pids whose executable is named `name` and whose command line mentions `needle`.
+pub fn pids_of(name: &str, needle: &str) -> Vec<u32> {
+    crate::procs::all_pids()
+        .into_iter()
+        .filter(|p| {
+            let exe_ok = std::fs::read_link(format!("/proc/{p}/exe"))
+                .ok()
+                .as_deref()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == name);
+            exe_ok
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_and_status_fields() {
+        let stat = "1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 99 0 0";
+        assert_eq!(cpu_ticks(stat), Some(300));
+        let status = "Name:\tx\nVmHWM:\t   2048 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(1024));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(2048));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn own_usage_is_readable() {
+        let u = of(std::process::id());
+        assert!(u.is_some_and(|u| u.rss_kib > 0 && u.hwm_kib >= u.rss_kib));
+    }
+}
