@@ -245,7 +245,13 @@ impl Credentials {
             .map(String::as_str)
             .or(fallback_user)
             .unwrap_or(DEFAULT_USER);
-        check_user(user, "the CSI secret's `user`")?;
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_graphic()) {
+            // A secret value: say what is wrong without quoting it.
+            return Err(Error::invalid(
+                "the CSI secret's `user` is not a Heketi user name (printable ASCII, no spaces); \
+                 use admin (or user)",
+            ));
+        }
         Ok(Some(Self {
             user: user.to_owned(),
             key: Some(SecretString::from(
@@ -429,8 +435,9 @@ impl ClassParams {
     /// secret (`key`, optional `user`); `restuserkey`/`restuser`. `Ok(None)` means the class
     /// gives no credentials (the backend's own are used).
     ///
-    /// `secretName`/`secretNamespace` are read through the Kubernetes API, which this release
-    /// does not do: with them set and no CSI secret, the call fails explaining the CSI way.
+    /// `secretName`/`secretNamespace` need the Kubernetes API: CreateVolume reads them through
+    /// [`crate::kube::secrets::class_credentials`]; here, without API access, they are an error
+    /// that explains the CSI way.
     pub fn credentials(&self, secrets: &HashMap<String, String>) -> Result<Option<Credentials>> {
         if !self.rest_auth_enabled {
             return Ok(Some(Credentials {
@@ -455,8 +462,8 @@ impl ClassParams {
         }
         if let Some((name, namespace)) = &self.secret_ref {
             return Err(Error::invalid(format!(
-                "parameters secretName/secretNamespace ({namespace}/{name}) are not read by this \
-                 release; keep the Secret, give it the Heketi key under `key`, and add \
+                "parameters secretName/secretNamespace ({namespace}/{name}) are read only when a \
+                 volume is created; for this call give the Heketi key as a CSI secret: add \
                  csi.storage.k8s.io/provisioner-secret-name: {name}, \
                  csi.storage.k8s.io/provisioner-secret-namespace: {namespace} (and the same for \
                  controller-expand-secret-*) to the StorageClass"
