@@ -6,6 +6,8 @@
 //! Heketi operation is still followed to its end, a retry meanwhile gets ABORTED, and the retry
 //! after it finds the result.
 
+use crate::kube::LazyClient;
+use crate::kube::secrets::{SecretReader, class_credentials};
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
@@ -66,6 +68,9 @@ struct Inner {
     backends: Backends,
     locks: OperationLocks,
     metrics: Arc<Metrics>,
+    /// Reads in-tree style `secretName`/`secretNamespace` Secrets (Kubernetes client built on
+    /// first use).
+    secrets: SecretReader,
 }
 
 impl ControllerService {
@@ -81,6 +86,7 @@ impl ControllerService {
                 backends: Backends::new(&config, Arc::clone(&metrics)),
                 locks: OperationLocks::default(),
                 metrics,
+                secrets: SecretReader::new(LazyClient::infer()),
             }),
         }
     }
@@ -235,7 +241,7 @@ impl Inner {
             }
             Some(SourceType::Volume(v)) => Some(v.volume_id.clone()),
         };
-        let creds = params.credentials(&req.secrets)?;
+        let creds = class_credentials(&params, &req.secrets, &self.secrets).await?;
         let target = self
             .backends
             .resolve(&params.backend(), creds, no_default_for_class)?;
