@@ -61,6 +61,8 @@ mod clusters;
 mod devices;
 mod error;
 mod nodes;
+#[cfg(test)]
+mod proptests;
 mod topology;
 pub mod types;
 mod volumes;
