@@ -268,15 +268,25 @@ pub fn servers_and_volume(v: &Volume) -> Result<(Vec<String>, String)> {
     Ok((servers, volume))
 }
 
-/// `mount -t glusterfs` of `volume` at `dir` with the default options and the other servers as
-/// backup volfile servers, the way an administrator (or the in-tree plugin) mounts it.
-pub async fn raw_mount(servers: &[String], volume: &str, dir: &Path) -> Result<()> {
+/// `mount -t glusterfs` of `volume` at `dir` with the other servers as backup volfile servers
+/// and `extra` options, the way an administrator (or the in-tree plugin) mounts it.
+pub async fn raw_mount(
+    servers: &[String],
+    volume: &str,
+    dir: &Path,
+    extra: &[String],
+) -> Result<()> {
     let (first, others) = servers.split_first().context("no servers")?;
     std::fs::create_dir_all(dir)?;
-    let mut argv: Vec<String> = vec!["mount".into(), "-t".into(), "glusterfs".into()];
+    let mut options: Vec<String> = Vec::new();
     if !others.is_empty() {
+        options.push(format!("backup-volfile-servers={}", others.join(":")));
+    }
+    options.extend(extra.iter().cloned());
+    let mut argv: Vec<String> = vec!["mount".into(), "-t".into(), "glusterfs".into()];
+    if !options.is_empty() {
         argv.push("-o".into());
-        argv.push(format!("backup-volfile-servers={}", others.join(":")));
+        argv.push(options.join(","));
     }
     argv.push(format!("{first}:/{volume}"));
     argv.push(dir.display().to_string());

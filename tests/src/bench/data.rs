@@ -146,7 +146,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     calls::stage(&mut node, &vol, &staging).await?;
     calls::publish(&mut node, &vol, &staging, &target).await?;
     let raw = super::node::raw_data_dir(ctx);
-    calls::raw_mount(&servers, &volume, &raw).await?;
+    calls::raw_mount(&servers, &volume, &raw, &[]).await?;
     super::node::check_glusterfs(&raw)?;
 
     let (mut csi, mut base) = (Side::new(), Side::new());

@@ -81,6 +81,17 @@ fn clients(volume: &str) -> (usize, usize, f64, f64) {
     (all.len(), fuse.len(), rss(&all), rss(&fuse))
 }
 
+/// The three ways of mounting the volume the stage measurement compares.
+#[derive(Clone, Copy)]
+enum Mount {
+    /// NodeStageVolume.
+    Csi,
+    /// `mount -t glusterfs` with `backup-volfile-servers` only.
+    Raw,
+    /// `mount -t glusterfs` with the options the plugin passes.
+    RawWithOptions,
+}
+
 /// Measures and returns the section.
 pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let plan = ctx.plan.clone();
@@ -92,22 +103,43 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let raw_dir = ctx.dir.join("raw-stage");
     wait_clients_gone(&volume).await;
 
-    // Stage vs raw mount, ABBA.
+    // Stage vs raw mount (and a raw mount with the plugin's options, which tells the cost of
+    // the options from the cost of the plugin's own work), in mirrored order.
     let (mut stage, mut unstage) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
     let (mut mount, mut unmount) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
+    let mut mount_opts = Samples::new(Unit::Seconds);
+    let opts_log = ctx.dir.join("raw-stage-client.log");
+    let plugin_opts = [
+        format!("log-file={}", opts_log.display()),
+        "log-level=ERROR".to_owned(),
+        "auto_unmount".to_owned(),
+    ];
     for i in 0..plan.stages {
-        let csi_first = i % 2 == 1;
-        for csi in [csi_first, !csi_first] {
-            if csi {
-                let ((), t) = timed(calls::stage(&mut node, &vol, &staging)).await?;
-                stage.push_duration(t);
-                let ((), t) = timed(calls::unstage(&mut node, &vol, &staging)).await?;
-                unstage.push_duration(t);
-            } else {
-                let ((), t) = timed(calls::raw_mount(&servers, &volume, &raw_dir)).await?;
-                mount.push_duration(t);
-                let ((), t) = timed(crate::mounts::unmount(&raw_dir)).await?;
-                unmount.push_duration(t);
+        let order = if i % 2 == 0 {
+            [Mount::Raw, Mount::RawWithOptions, Mount::Csi]
+        } else {
+            [Mount::Csi, Mount::RawWithOptions, Mount::Raw]
+        };
+        for how in order {
+            match how {
+                Mount::Csi => {
+                    let ((), t) = timed(calls::stage(&mut node, &vol, &staging)).await?;
+                    stage.push_duration(t);
+                    let ((), t) = timed(calls::unstage(&mut node, &vol, &staging)).await?;
+                    unstage.push_duration(t);
+                }
+                Mount::Raw => {
+                    let ((), t) = timed(calls::raw_mount(&servers, &volume, &raw_dir, &[])).await?;
+                    mount.push_duration(t);
+                    let ((), t) = timed(crate::mounts::unmount(&raw_dir)).await?;
+                    unmount.push_duration(t);
+                }
+                Mount::RawWithOptions => {
+                    let ((), t) =
+                        timed(calls::raw_mount(&servers, &volume, &raw_dir, &plugin_opts)).await?;
+                    mount_opts.push_duration(t);
+                    crate::mounts::unmount(&raw_dir).await?;
+                }
             }
             wait_clients_gone(&volume).await;
         }
@@ -160,7 +192,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         .map(|k| ctx.dir.join(format!("raw-many/{k}")))
         .collect();
     for t in &raw_targets {
-        calls::raw_mount(&servers, &volume, t).await?;
+        calls::raw_mount(&servers, &volume, t, &[]).await?;
     }
     touch_all(&raw_targets).await?;
     let raw_clients = clients(&volume);
@@ -184,8 +216,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
              (`--fuse-launcher direct`, as the DaemonSet runs it: one FUSE mount with \
              `backup-volfile-servers`, a per-volume `log-file`, `log-level=ERROR`, \
              `auto_unmount`, then a mount-table check) against `mount -t glusterfs -o \
-             backup-volfile-servers=… h1:/VOL DIR` of the same volume: {stages} of each, ABBA, \
-             each followed by its unstage/umount and a wait until the client has exited. \
+             backup-volfile-servers=… h1:/VOL DIR` of the same volume, and a raw mount with the \
+             plugin's options added (which separates the cost of the options from the \
+             plugin's own work): {stages} of each, in mirrored order, each followed by its \
+             unstage/umount and a wait until the client has exited. \
              NodePublishVolume (bind mount of the staging path after validation, a liveness \
              probe of the staging mount and mount-table checks) against a bare `mount --bind` \
              syscall of the same staging path: {rounds} rounds of {pubs} targets per side. \
@@ -207,6 +241,18 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         )
         .headline(),
     );
+    s.rows.push(Row::compare(
+        "Raw mount with the plugin's options (`log-file`, `log-level=ERROR`, `auto_unmount`) vs raw mount",
+        mount.summary(),
+        mount_opts.summary(),
+        Goal::None,
+    ));
+    s.rows.push(Row::compare(
+        "NodeStageVolume vs raw mount with the plugin's options",
+        mount_opts.summary(),
+        stage.summary(),
+        Goal::None,
+    ));
     s.rows.push(Row::compare(
         "NodeUnstageVolume vs raw `umount`",
         unmount.summary(),
