@@ -69,17 +69,55 @@ async fn read_seq(path: PathBuf) -> Result<f64> {
     .await
 }
 
-/// Creates `n` files of 4 KiB in a new directory `dir`; returns files/s.
-async fn small_files(dir: PathBuf, n: usize) -> Result<f64> {
+/// Files created in one turn of the interleaved small-file pass.
+const CHUNK: usize = 50;
+
+/// Creates `n` files of 4 KiB in a new directory under each of `roots`, taking turns by
+/// [`CHUNK`] files (order mirrored every other turn), so that a load burst of other processes
+/// hits every mount alike. Returns, per root, files/s and CPU seconds of its FUSE client per
+/// file.
+async fn small_files(
+    roots: Vec<(PathBuf, Option<u32>)>,
+    tag: String,
+    n: usize,
+) -> Result<Vec<(f64, f64)>> {
     io("small-file creates", move || {
         let data = vec![42u8; SMALL];
-        let t = Instant::now();
-        std::fs::create_dir(&dir)?;
-        for k in 0..n {
-            let mut f = std::fs::File::create(dir.join(format!("f{k:05}")))?;
-            f.write_all(&data)?;
+        let k = roots.len();
+        let dirs: Vec<PathBuf> = roots
+            .iter()
+            .map(|(r, _)| r.join(format!("small-{tag}")))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir(d)?;
         }
-        Ok(n as f64 / t.elapsed().as_secs_f64())
+        let mut spent = vec![Duration::ZERO; k];
+        let mut cpu_spent = vec![0.0f64; k];
+        let mut made = vec![0usize; k];
+        let mut turn = 0usize;
+        while made.iter().any(|m| *m < n) {
+            let order: Vec<usize> = if turn.is_multiple_of(2) {
+                (0..k).collect()
+            } else {
+                (0..k).rev().collect()
+            };
+            for i in order {
+                let upto = (made[i] + CHUNK).min(n);
+                let c0 = cpu(roots[i].1);
+                let t = Instant::now();
+                for f in made[i]..upto {
+                    let mut file = std::fs::File::create(dirs[i].join(format!("f{f:05}")))?;
+                    file.write_all(&data)?;
+                }
+                spent[i] += t.elapsed();
+                cpu_spent[i] += cpu(roots[i].1) - c0;
+                made[i] = upto;
+            }
+            turn += 1;
+        }
+        Ok((0..k)
+            .map(|i| (n as f64 / spent[i].as_secs_f64(), cpu_spent[i] / n as f64))
+            .collect())
     })
     .await
 }
@@ -109,6 +147,10 @@ struct Side {
     write: Samples,
     read: Samples,
     files: Samples,
+    /// CPU seconds of the FUSE client per MiB written and read back.
+    cpu_per_mib: Samples,
+    /// CPU seconds of the FUSE client per small file.
+    cpu_per_file: Samples,
 }
 
 impl Side {
@@ -117,20 +159,60 @@ impl Side {
             write: Samples::new(Unit::MibPerSec),
             read: Samples::new(Unit::MibPerSec),
             files: Samples::new(Unit::PerSec),
+            cpu_per_mib: Samples::new(Unit::Seconds),
+            cpu_per_file: Samples::new(Unit::Seconds),
         }
     }
 }
 
-async fn round(root: &Path, tag: &str, mib: usize, files: usize, into: &mut Side) -> Result<()> {
+/// The FUSE client (holding `/dev/fuse`) of `volume` mounted at `mount_point`.
+fn client_of(volume: &str, mount_point: &Path) -> Option<u32> {
+    let want = mount_point.as_os_str().to_string_lossy().into_owned();
+    crate::demo::fuse_clients(volume).into_iter().find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0)
+                .rfind(|a| !a.is_empty())
+                .is_some_and(|last| String::from_utf8_lossy(last) == want)
+        })
+    })
+}
+
+fn cpu(pid: Option<u32>) -> f64 {
+    pid.and_then(super::usage::of)
+        .map_or(f64::NAN, |u| u.cpu_secs)
+}
+
+/// One round on one side: `root` is where the files go, `client` the FUSE client serving it.
+async fn seq_round(
+    root: &Path,
+    client: Option<u32>,
+    tag: &str,
+    mib: usize,
+    into: &mut Side,
+) -> Result<()> {
     let file = root.join(format!("seq-{tag}.bin"));
+    let c0 = cpu(client);
     into.write.push(write_seq(file.clone(), mib).await?);
     drop_caches().await?;
     into.read.push(read_seq(file.clone()).await?);
-    remove(file).await?;
-    let dir = root.join(format!("small-{tag}"));
-    into.files.push(small_files(dir.clone(), files).await?);
-    remove(dir).await?;
-    Ok(())
+    into.cpu_per_mib.push((cpu(client) - c0) / (2 * mib) as f64);
+    remove(file).await
+}
+
+/// Picks one figure of a [`Side`].
+type Pick = fn(&Side) -> &Samples;
+
+/// The four ways to the volume the data part compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// A raw mount with default options.
+    Raw = 0,
+    /// A raw mount with the plugin's options.
+    RawWithOptions = 1,
+    /// The node plugin's published target.
+    Csi = 2,
+    /// The node plugin's staging mount itself, without the bind mount of a publish.
+    Staging = 3,
 }
 
 /// Measures and returns the section.
@@ -148,54 +230,78 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let raw = super::node::raw_data_dir(ctx);
     calls::raw_mount(&servers, &volume, &raw, &[]).await?;
     super::node::check_glusterfs(&raw)?;
+    let raw_opts = ctx.dir.join("raw-data-options");
+    let opts = super::node::plugin_options(&ctx.dir.join("raw-data-client.log"));
+    calls::raw_mount(&servers, &volume, &raw_opts, &opts).await?;
+    super::node::check_glusterfs(&raw_opts)?;
+    let clients = [
+        client_of(&volume, &raw),
+        client_of(&volume, &raw_opts),
+        client_of(&volume, &staging),
+        client_of(&volume, &staging),
+    ];
 
-    let (mut csi, mut base) = (Side::new(), Side::new());
+    let mut sides = [Side::new(), Side::new(), Side::new(), Side::new()];
     let mut outcome = Ok(());
-    for r in 0..plan.data_rounds {
-        let csi_first = r % 2 == 1;
-        for is_csi in [csi_first, !csi_first] {
-            let res = if is_csi {
-                round(
-                    &target,
-                    &format!("csi-{r}"),
-                    plan.data_mib,
-                    plan.files,
-                    &mut csi,
-                )
-                .await
-            } else {
-                round(
-                    &raw,
-                    &format!("raw-{r}"),
-                    plan.data_mib,
-                    plan.files,
-                    &mut base,
-                )
-                .await
-            };
+    let roots = [&raw, &raw_opts, &target, &staging];
+    'rounds: for r in 0..plan.data_rounds {
+        let order = if r % 2 == 0 {
+            [Via::Raw, Via::RawWithOptions, Via::Staging, Via::Csi]
+        } else {
+            [Via::Csi, Via::Staging, Via::RawWithOptions, Via::Raw]
+        };
+        for via in order {
+            let i = via as usize;
+            let tag = format!("{via:?}-{r}").to_ascii_lowercase();
+            let res = seq_round(roots[i], clients[i], &tag, plan.data_mib, &mut sides[i]).await;
+            let side = &sides[i];
+            let last = |x: &Samples| x.values().last().copied().unwrap_or(f64::NAN);
             eprintln!(
-                "bench:   data round {r} {}: {}",
-                if is_csi {
-                    "published target"
-                } else {
-                    "raw mount"
-                },
+                "bench:   data round {r} {via:?}: {}",
                 match &res {
-                    Ok(()) => "done".to_owned(),
+                    Ok(()) => format!(
+                        "write {:.1} MiB/s, read {:.1} MiB/s",
+                        last(&side.write),
+                        last(&side.read),
+                    ),
                     Err(e) => format!("failed: {e:#}"),
                 }
             );
             if res.is_err() {
                 outcome = res;
-                break;
+                break 'rounds;
             }
         }
-        if outcome.is_err() {
-            break;
+        let all: Vec<(PathBuf, Option<u32>)> = roots
+            .iter()
+            .zip(clients)
+            .map(|(r, c)| ((*r).clone(), c))
+            .collect();
+        match small_files(all, format!("r{r}"), plan.files).await {
+            Ok(rates) => {
+                eprintln!(
+                    "bench:   data round {r} small files/s (raw, raw+options, csi, staging): {rates:.1?}"
+                );
+                for (side, (rate, cpu)) in sides.iter_mut().zip(rates) {
+                    side.files.push(rate);
+                    side.cpu_per_file.push(cpu);
+                }
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break 'rounds;
+            }
+        }
+        for root in roots {
+            if let Err(e) = remove(root.join(format!("small-r{r}"))).await {
+                outcome = Err(e);
+                break 'rounds;
+            }
         }
     }
     let cleanup = async {
         crate::mounts::unmount(&raw).await?;
+        crate::mounts::unmount(&raw_opts).await?;
         calls::unpublish(&mut node, &vol, &target).await?;
         calls::unstage(&mut node, &vol, &staging).await?;
         super::node::wait_clients_gone(&volume).await;
@@ -204,6 +310,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let cleaned = cleanup.await;
     outcome?;
     cleaned?;
+    let [base, with_opts, csi, direct] = sides;
 
     let mut s = Section::new(
         "Data path",
@@ -211,42 +318,66 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         format!(
             "The same 2 GiB `replicate:3` volume, staged and published by the node plugin (the \
              target is a bind mount of the staging mount) and at the same time mounted raw \
-             with `mount -t glusterfs` and no options but `backup-volfile-servers`. Per round \
-             and side: {mib} MiB written sequentially in 1 MiB blocks and fsynced (the time \
-             includes the fsync); `sync` and `echo 3 > /proc/sys/vm/drop_caches`; the file \
-             read back in 1 MiB reads; {files} files of 4 KiB created (open, write, close) in \
-             a new directory. {rounds} round(s) per side, ABBA. Rates: higher is better.",
+             twice: with no options but `backup-volfile-servers`, and with the options the \
+             plugin adds (`log-file`, `log-level=ERROR`, `auto_unmount`), which tells an \
+             effect of the options from one of the plugin; the staging mount is also used \
+             directly, without the bind mount of the publish. Per round and mount: {mib} MiB \
+             written sequentially in 1 MiB blocks and fsynced (the time includes the fsync); \
+             `sync` and `echo 3 > /proc/sys/vm/drop_caches`; the file read back in 1 MiB \
+             reads, the order of the four mounts mirrored every other round; then {files} files of \
+             4 KiB created (open, write, close) in a new directory on each mount, the mounts \
+             taking turns every {CHUNK} files (so that bursts of other load on this shared \
+             machine fall on all of them alike). {rounds} round(s). \
+             Rates: higher is better. Client CPU is utime+stime of the glusterfs FUSE client \
+             serving the mount.",
             mib = plan.data_mib,
             files = plan.files,
             rounds = plan.data_rounds
         ),
     );
-    s.rows.push(
-        Row::compare(
-            "Sequential write (with fsync)",
-            base.write.summary(),
-            csi.write.summary(),
-            Goal::RatioAtLeast(0.95),
-        )
-        .headline(),
-    );
-    s.rows.push(
-        Row::compare(
-            "Sequential read (caches dropped)",
-            base.read.summary(),
-            csi.read.summary(),
-            Goal::RatioAtLeast(0.95),
-        )
-        .headline(),
-    );
-    s.rows.push(
-        Row::compare(
-            "Small-file creates (4 KiB)",
-            base.files.summary(),
-            csi.files.summary(),
-            Goal::RatioAtLeast(0.95),
-        )
-        .headline(),
-    );
+    let rows: [(&str, Pick); 3] = [
+        ("Sequential write (with fsync)", |x| &x.write),
+        ("Sequential read (caches dropped)", |x| &x.read),
+        ("Small-file creates (4 KiB)", |x| &x.files),
+    ];
+    for (name, f) in rows {
+        s.rows.push(
+            Row::compare(
+                name,
+                f(&base).summary(),
+                f(&csi).summary(),
+                Goal::RatioAtLeast(0.95),
+            )
+            .headline(),
+        );
+    }
+    for (name, f) in rows {
+        s.rows.push(Row::compare(
+            format!("{name}: raw mount with the plugin's options (in the gluster-csi column)"),
+            f(&base).summary(),
+            f(&with_opts).summary(),
+            Goal::None,
+        ));
+    }
+    for (name, f) in rows {
+        s.rows.push(Row::compare(
+            format!("{name}: the staging mount itself, no bind mount (in the gluster-csi column)"),
+            f(&base).summary(),
+            f(&direct).summary(),
+            Goal::None,
+        ));
+    }
+    s.rows.push(Row::compare(
+        "FUSE client CPU per MiB written and read",
+        base.cpu_per_mib.summary(),
+        csi.cpu_per_mib.summary(),
+        Goal::None,
+    ));
+    s.rows.push(Row::compare(
+        "FUSE client CPU per small file",
+        base.cpu_per_file.summary(),
+        csi.cpu_per_file.summary(),
+        Goal::None,
+    ));
     Ok(s)
 }

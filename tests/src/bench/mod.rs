@@ -74,7 +74,7 @@ pub struct BenchArgs {
     /// Repeated CreateVolume calls per volume count [default: 30, quick 10].
     #[arg(long)]
     pub retries: Option<usize>,
-    /// Stage/unstage (and raw mount/unmount) repetitions [default: 10, quick 4].
+    /// Stage/unstage (and raw mount/unmount) repetitions [default: 30, quick 6].
     #[arg(long)]
     pub stages: Option<usize>,
     /// Publishes of one staged volume at once (also the number of raw mounts compared).
@@ -89,7 +89,7 @@ pub struct BenchArgs {
     /// Small files created per round [default: 2000, quick 500].
     #[arg(long)]
     pub files: Option<usize>,
-    /// Data-path rounds per side [default: 3, quick 1].
+    /// Data-path rounds per mount [default: 5, quick 1].
     #[arg(long)]
     pub data_rounds: Option<usize>,
     /// gRPC calls of each kind in the footprint load [default: 10000, quick 2000].
@@ -153,12 +153,12 @@ impl Plan {
             callers: a.callers.max(1),
             volumes,
             retries: pick(a.retries, 30, 10),
-            stages: pick(a.stages, 10, 4),
+            stages: pick(a.stages, 30, 6),
             publishes: a.publishes.max(1),
             publish_rounds: pick(a.publish_rounds, 5, 2),
             data_mib: pick(a.data_mib, 256, 64),
             files: pick(a.files, 2000, 500),
-            data_rounds: pick(a.data_rounds, 3, 1),
+            data_rounds: pick(a.data_rounds, 5, 1),
             grpc_calls: pick(a.grpc_calls, 10_000, 2000),
         }
     }

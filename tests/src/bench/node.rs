@@ -108,12 +108,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let (mut stage, mut unstage) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
     let (mut mount, mut unmount) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
     let mut mount_opts = Samples::new(Unit::Seconds);
-    let opts_log = ctx.dir.join("raw-stage-client.log");
-    let plugin_opts = [
-        format!("log-file={}", opts_log.display()),
-        "log-level=ERROR".to_owned(),
-        "auto_unmount".to_owned(),
-    ];
+    let mut stage_cpu = 0.0f64;
+    let plugin_opts = plugin_options(&ctx.dir.join("raw-stage-client.log"));
     for i in 0..plan.stages {
         let order = if i % 2 == 0 {
             [Mount::Raw, Mount::RawWithOptions, Mount::Csi]
@@ -123,7 +119,9 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         for how in order {
             match how {
                 Mount::Csi => {
+                    let c0 = ctx.node.usage()?.cpu_secs;
                     let ((), t) = timed(calls::stage(&mut node, &vol, &staging)).await?;
+                    stage_cpu += ctx.node.usage()?.cpu_secs - c0;
                     stage.push_duration(t);
                     let ((), t) = timed(calls::unstage(&mut node, &vol, &staging)).await?;
                     unstage.push_duration(t);
@@ -150,6 +148,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let (mut publish, mut unpublish) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
     let (mut binds, mut unbinds) = (Samples::new(Unit::Seconds), Samples::new(Unit::Seconds));
     let mut csi_clients = None;
+    let mut publish_cpu = 0.0f64;
     for round in 0..plan.publish_rounds {
         let csi_first = round % 2 == 0;
         for csi in [csi_first, !csi_first] {
@@ -157,10 +156,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
                 let targets: Vec<PathBuf> = (0..plan.publishes)
                     .map(|k| calls::target_path(&kubelet, &format!("pod-{round}-{k}")))
                     .collect();
+                let c0 = ctx.node.usage()?.cpu_secs;
                 for t in &targets {
                     let ((), d) = timed(calls::publish(&mut node, &vol, &staging, t)).await?;
                     publish.push_duration(d);
                 }
+                publish_cpu += ctx.node.usage()?.cpu_secs - c0;
                 if csi_clients.is_none() {
                     touch_all(&targets).await?;
                     csi_clients = Some(clients(&volume));
@@ -274,6 +275,20 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         unpublish.summary(),
         Goal::None,
     ));
+    let per_call =
+        |cpu: f64, n: usize| Samples::from_values(Unit::Seconds, [cpu / n.max(1) as f64]).summary();
+    s.rows.push(Row::compare(
+        "Node plugin CPU per NodeStageVolume (context: wall time of a raw mount)",
+        mount.summary(),
+        per_call(stage_cpu, stage.len()),
+        Goal::None,
+    ));
+    s.rows.push(Row::compare(
+        "Node plugin CPU per NodePublishVolume (context: wall time of a bare bind mount)",
+        binds.summary(),
+        per_call(publish_cpu, publish.len()),
+        Goal::None,
+    ));
     let count = |v: usize| Samples::from_values(Unit::Count, [v as f64]).summary();
     let mib = |v: f64| Samples::from_values(Unit::Mib, [v]).summary();
     s.rows.push(
@@ -311,6 +326,16 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         ));
     }
     Ok(s)
+}
+
+/// The options the node plugin adds to a staging mount (besides `backup-volfile-servers`),
+/// with `log` as the client log.
+pub fn plugin_options(log: &Path) -> Vec<String> {
+    vec![
+        format!("log-file={}", log.display()),
+        "log-level=ERROR".to_owned(),
+        "auto_unmount".to_owned(),
+    ]
 }
 
 /// Where a raw mount for the data part lives.
