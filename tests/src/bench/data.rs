@@ -84,9 +84,11 @@ async fn small_files(
     io("small-file creates", move || {
         let data = vec![42u8; SMALL];
         let k = roots.len();
+        // Distinct names: the published target and the staging mount are one directory.
         let dirs: Vec<PathBuf> = roots
             .iter()
-            .map(|(r, _)| r.join(format!("small-{tag}")))
+            .enumerate()
+            .map(|(i, (r, _))| r.join(format!("small-{tag}-{i}")))
             .collect();
         for d in &dirs {
             std::fs::create_dir(d)?;
@@ -292,8 +294,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
                 break 'rounds;
             }
         }
-        for root in roots {
-            if let Err(e) = remove(root.join(format!("small-r{r}"))).await {
+        for (i, root) in roots.iter().enumerate() {
+            if let Err(e) = remove(root.join(format!("small-r{r}-{i}"))).await {
                 outcome = Err(e);
                 break 'rounds;
             }

@@ -210,8 +210,8 @@ pub async fn finish(ctx: &Ctx, fp: Footprint) -> Result<Section> {
     if let Some(l) = fp.controller_load {
         s.rows.push(
             Row::compare(
-                "Controller peak RSS after the gRPC load",
-                None,
+                "Controller peak RSS after the gRPC load (context: its RSS at rest)",
+                fp.controller_idle.and_then(|u| mib(u.rss_mib())),
                 mib(l.after.hwm_mib()),
                 Goal::None,
             )
@@ -259,8 +259,8 @@ pub async fn finish(ctx: &Ctx, fp: Footprint) -> Result<Section> {
     if let Some(l) = fp.node_load {
         s.rows.push(
             Row::compare(
-                "Node plugin peak RSS after the gRPC load",
-                None,
+                "Node plugin peak RSS after the gRPC load (context: its RSS at rest)",
+                fp.node_idle.and_then(|u| mib(u.rss_mib())),
                 mib(l.after.hwm_mib()),
                 Goal::None,
             )

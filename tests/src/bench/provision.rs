@@ -155,6 +155,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let idx = |s: Side| usize::from(s == Side::Csi);
 
     // Sequential, in ABBA order.
+    let seq_mark = ctx.heketi_log.mark();
     let mut seq = [Lat::new(), Lat::new()];
     let mut counter = 0usize;
     for i in 0..plan.sequential_pvcs {
@@ -194,6 +195,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
             seq[idx(side)].record(r);
         }
     }
+
+    let seq_ops = ctx.heketi_log.ops_since(seq_mark);
 
     // Concurrent callers, in ABBA halves.
     let conc = [
@@ -320,6 +323,28 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         "Sequential delete latency",
         seq[d].delete.summary(),
         seq[c].delete.summary(),
+        Goal::None,
+    ));
+    let server_side = |create: bool, direct: bool| {
+        Samples::from_values(
+            Unit::Seconds,
+            seq_ops
+                .iter()
+                .filter(|o| o.create == create && o.name.starts_with("bench_direct_") == direct)
+                .map(|o| o.secs),
+        )
+        .summary()
+    };
+    s.rows.push(Row::compare(
+        "Sequential: create as timed by heketi-server (its log)",
+        server_side(true, true),
+        server_side(true, false),
+        Goal::None,
+    ));
+    s.rows.push(Row::compare(
+        "Sequential: delete as timed by heketi-server (its log)",
+        server_side(false, true),
+        server_side(false, false),
         Goal::None,
     ));
     s.rows.push(

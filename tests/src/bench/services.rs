@@ -290,8 +290,17 @@ impl HeketiLog {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Every volume operation logged (begun and ended) after `mark`.
+    pub fn ops_since(&self, mark: u64) -> Vec<LoggedOp> {
+        parse_ops(&self.text_since(mark))
+    }
+
     /// Every request logged after `mark`.
     pub fn requests_since(&self, mark: u64) -> Vec<LoggedRequest> {
+        parse_requests(&self.text_since(mark))
+    }
+
+    fn text_since(&self, mark: u64) -> String {
         use std::io::{Read, Seek, SeekFrom};
         let mut bytes = Vec::new();
         let read = std::fs::File::open(&self.path).and_then(|mut f| {
@@ -299,10 +308,71 @@ impl HeketiLog {
             f.read_to_end(&mut bytes)
         });
         if read.is_err() {
-            return Vec::new();
+            return String::new();
         }
-        parse_requests(&String::from_utf8_lossy(&bytes))
+        String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// A volume operation heketi-server ran, timed from its own log lines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedOp {
+    /// Volume name.
+    pub name: String,
+    /// A create (`creating volume` … `volume created`) or a delete (`deleting volume` …
+    /// `volume deleted`).
+    pub create: bool,
+    /// Seconds between the two lines.
+    pub secs: f64,
+}
+
+/// Seconds since midnight of a log line's leading RFC 3339 UTC timestamp.
+fn line_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?;
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
+/// The volume operations of heketi-server log text that both started and ended in it.
+pub fn parse_ops(text: &str) -> Vec<LoggedOp> {
+    let mut started: std::collections::HashMap<(String, bool), (String, f64)> =
+        std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if !line.contains("heketi_server::volumes: ") {
+            continue;
+        }
+        let (Some(t), Some(id)) = (line_time(line), field(line, "volume=")) else {
+            continue;
+        };
+        let id = id.to_owned();
+        for (begin, end, create) in [
+            ("creating volume", "volume created", true),
+            ("deleting volume", "volume deleted", false),
+        ] {
+            if line.contains(&format!(": {begin} ")) {
+                let name = field(line, "name=").unwrap_or("").to_owned();
+                started.insert((id.clone(), create), (name, t));
+            } else if line.contains(&format!(": {end} "))
+                && let Some((name, t0)) = started.remove(&(id.clone(), create))
+            {
+                let mut secs = t - t0;
+                if secs < 0.0 {
+                    secs += 86_400.0;
+                }
+                out.push(LoggedOp { name, create, secs });
+            }
+        }
+    }
+    out
 }
 
 /// One request heketi-server logged.
@@ -361,6 +431,33 @@ mod tests {
         assert_eq!(
             (r[1].method.as_str(), r[1].path.as_str(), r[1].status),
             ("GET", "/queue/ab", 200)
+        );
+    }
+
+    #[test]
+    fn operations_are_timed_from_their_log_lines() {
+        let log = "\
+2026-11-22T00:29:54.500000Z  INFO heketi_server::volumes: creating volume volume=aa name=csi_x size_gib=1
+2026-11-22T00:29:55.000000Z  INFO heketi_server::volumes: creating volume volume=bb name=bench_direct_1 size_gib=1
+2026-11-22T00:30:00.500000Z  INFO heketi_server::volumes: volume created volume=aa
+2026-11-22T00:30:01.000000Z  INFO heketi_server::volumes: deleting volume volume=aa name=csi_x
+2026-11-22T00:30:05.000000Z  INFO heketi_server::volumes: volume deleted volume=aa
+";
+        let ops = parse_ops(log);
+        assert_eq!(
+            ops,
+            vec![
+                LoggedOp {
+                    name: "csi_x".into(),
+                    create: true,
+                    secs: 6.0
+                },
+                LoggedOp {
+                    name: "csi_x".into(),
+                    create: false,
+                    secs: 4.0
+                },
+            ]
         );
     }
 
