@@ -68,7 +68,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub callers: usize,
     /// Numbers of existing Heketi volumes at which a repeated CreateVolume is measured
-    /// [default: 10,50,100, quick 10,30].
+    /// [default: 10,100,500, quick 10,30].
     #[arg(long, value_delimiter = ',')]
     pub volumes: Vec<usize>,
     /// Repeated CreateVolume calls per volume count [default: 30, quick 10].
@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// gRPC calls of each kind in the footprint load [default: 10000, quick 2000].
     #[arg(long)]
     pub grpc_calls: Option<usize>,
+    /// The Go reference driver's `hostpathplugin` (kubernetes-csi/csi-driver-host-path) to
+    /// drive under the footprint load next to ours [default: `hostpathplugin` on PATH].
+    #[arg(long, env = "GLUSTER_CSI_BENCH_HOSTPATH")]
+    pub hostpath_plugin: Option<PathBuf>,
     /// State directory of the benchmark's testbed [default: /tmp/gcsi-bench-PID].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -130,6 +134,8 @@ pub struct Plan {
     pub data_rounds: usize,
     /// gRPC calls of each kind.
     pub grpc_calls: usize,
+    /// The reference driver's binary, when given or on PATH.
+    pub hostpath_plugin: Option<PathBuf>,
 }
 
 impl Plan {
@@ -140,7 +146,7 @@ impl Plan {
             v.unwrap_or(if q { quick } else { full }).max(1)
         };
         let mut volumes = if a.volumes.is_empty() {
-            if q { vec![10, 30] } else { vec![10, 50, 100] }
+            if q { vec![10, 30] } else { vec![10, 100, 500] }
         } else {
             a.volumes.clone()
         };
@@ -160,6 +166,11 @@ impl Plan {
             files: pick(a.files, 2000, 500),
             data_rounds: pick(a.data_rounds, 5, 1),
             grpc_calls: pick(a.grpc_calls, 10_000, 2000),
+            hostpath_plugin: a.hostpath_plugin.clone().or_else(|| {
+                footprint::HOSTPATH_NAMES
+                    .iter()
+                    .find_map(|n| crate::cmd::which(n))
+            }),
         }
     }
 }
@@ -349,7 +360,7 @@ fn describe_plan(p: &Plan) -> String {
     format!(
         "{} sequential + {} concurrent PVCs per side ({} callers); retry at {:?} volumes × {} \
          calls; {} stages; {} publishes × {} rounds; {} MiB and {} files × {} rounds per side; \
-         {} gRPC calls per kind",
+         {} gRPC calls per kind; reference driver: {}",
         p.sequential_pvcs,
         p.concurrent_pvcs,
         p.callers,
@@ -361,7 +372,10 @@ fn describe_plan(p: &Plan) -> String {
         p.data_mib,
         p.files,
         p.data_rounds,
-        p.grpc_calls
+        p.grpc_calls,
+        p.hostpath_plugin
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |h| h.display().to_string())
     )
 }
 

@@ -22,7 +22,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running service process.
 #[derive(Debug)]
 pub struct Service {
-    /// `controller` or `node-plugin`.
+    /// `controller`, `node-plugin`, or a name of a reference driver instance.
     pub name: &'static str,
     argv: Vec<String>,
     child: Option<tokio::process::Child>,
@@ -112,6 +112,42 @@ impl Service {
             endpoint: csi::endpoint(&socket),
             socket,
             log: dir.join("node-plugin.log"),
+            metrics: None,
+            state_dir: tb.state_dir().to_path_buf(),
+        };
+        s.start().await?;
+        Ok(s)
+    }
+
+    /// Starts the Go reference driver of kubernetes-csi/csi-driver-host-path (`hostpathplugin`
+    /// at `bin`), which serves Identity, Controller and Node on one socket; `name` tells its
+    /// instances apart (socket, state directory and log in `dir`).
+    pub async fn hostpath(
+        tb: &Testbed,
+        dir: &Path,
+        bin: &Path,
+        name: &'static str,
+    ) -> Result<Service> {
+        let socket = dir.join(format!("{name}.sock"));
+        let argv = vec![
+            bin.display().to_string(),
+            "--endpoint".into(),
+            csi::endpoint(&socket),
+            "--nodeid".into(),
+            "bench-node".into(),
+            "--drivername".into(),
+            "hostpath.csi.k8s.io".into(),
+            "--statedir".into(),
+            dir.join(format!("{name}-state")).display().to_string(),
+        ];
+        let mut s = Service {
+            name,
+            argv,
+            child: None,
+            pid: 0,
+            endpoint: csi::endpoint(&socket),
+            socket,
+            log: dir.join(format!("{name}.log")),
             metrics: None,
             state_dir: tb.state_dir().to_path_buf(),
         };
