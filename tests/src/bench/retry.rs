@@ -65,6 +65,47 @@ async fn fill(ctx: &Ctx, first: usize, n: usize) -> Result<usize> {
     Ok(made)
 }
 
+/// Gluster daemons of the testbed (glusterd, brick servers, self-heal and quota daemons): how
+/// many, how many of them serve bricks, and their summed VmRSS in MiB.
+fn gluster_daemons(ctx: &Ctx) -> (usize, usize, f64) {
+    let needle = ctx.tb.state_dir().display().to_string();
+    let (mut n, mut bricks, mut kib) = (0usize, 0usize, 0u64);
+    for pid in crate::procs::all_pids() {
+        let is_gluster = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .is_some_and(|n| n.starts_with("gluster"));
+        if !is_gluster {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains(&needle) {
+            continue;
+        }
+        n += 1;
+        if cmdline.contains("--brick-name") {
+            bricks += 1;
+        }
+        kib += super::usage::of(pid).map_or(0, |u| u.rss_kib);
+    }
+    (n, bricks, kib as f64 / 1024.0)
+}
+
+/// One host's `MemAvailable` from `/proc/meminfo`, MiB.
+fn mem_available_mib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 async fn volume_count(h: &heketi_client::Client) -> Result<usize> {
     bounded("Heketi volume list", calls::NODE_STEP, async {
         Ok(h.volume_list()
@@ -86,6 +127,12 @@ struct Level {
     metric_calls: f64,
     cold_lat: Samples,
     cold_reqs: Samples,
+    /// Filler volumes made to reach this count and the seconds it took.
+    filled: (usize, f64),
+    /// Gluster daemons, of which brick servers, and their RSS (MiB); MemAvailable (MiB).
+    daemons: (usize, usize, f64, f64),
+    /// Controller RSS (MiB) after the warm calls (its index holds every volume).
+    controller_rss: f64,
 }
 
 /// Measures and returns the section.
@@ -100,10 +147,25 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         .get("heketiVolumeId")
         .context("no heketiVolumeId in the volume context")?
         .clone();
+    // One brick server process per host for every brick (Gluster's brick multiplexing):
+    // without it each filler volume is a glusterfsd of its own (~18 MiB), and hundreds of them
+    // do not fit beside the other test runs on this machine. It applies to bricks started from
+    // now on and changes nothing the measured calls touch (they are Heketi reads).
+    let multiplex = ctx
+        .tb
+        .gluster(
+            0,
+            &["volume", "set", "all", "cluster.brick-multiplex", "on"],
+        )
+        .await;
+    if let Err(e) = &multiplex {
+        eprintln!("bench:   brick multiplexing not enabled: {e:#}");
+    }
     let mut filled = 0usize;
     let mut levels = Vec::new();
     for &want in &plan.volumes {
         let have = volume_count(&ctx.heketi).await?;
+        let mut fill_stat = (0, 0.0);
         if have < want {
             eprintln!("bench:   adding {} volumes to reach {want}", want - have);
             let (made, t) = timed(fill(ctx, filled, want - have)).await?;
@@ -113,6 +175,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
                 t.as_secs_f64() / made.max(1) as f64
             );
             filled += made;
+            fill_stat = (made, t.as_secs_f64());
         }
         let volumes = volume_count(&ctx.heketi).await?;
         eprintln!("bench:   {volumes} volumes in Heketi");
@@ -128,7 +191,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
             metric_calls: 0.0,
             cold_lat: Samples::new(Unit::Seconds),
             cold_reqs: Samples::new(Unit::Count),
+            filled: fill_stat,
+            daemons: (0, 0, 0.0, 0.0),
+            controller_rss: 0.0,
         };
+        let (n, b, rss) = gluster_daemons(ctx);
+        lv.daemons = (n, b, rss, mem_available_mib());
         let m0 = services::heketi_calls(&ctx.controller.metrics_text().await?);
         for k in 0..plan.retries {
             let csi_first = k % 2 == 1;
@@ -161,6 +229,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
             }
         }
         let m1 = services::heketi_calls(&ctx.controller.metrics_text().await?);
+        lv.controller_rss = ctx.controller.usage().map_or(0.0, |u| u.rss_mib());
         let sum = |m: &std::collections::BTreeMap<String, f64>| m.values().sum::<f64>();
         lv.metric_calls = (sum(&m1) - sum(&m0)) / plan.retries as f64;
 
@@ -253,6 +322,36 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
             Goal::None,
         ));
     }
+    s.notes.push(format!(
+        "Testbed at each count ({}): {}.",
+        match &multiplex {
+            Ok(_) => "brick multiplexing on: `cluster.brick-multiplex on`, one brick server \
+                      process per host"
+                .to_owned(),
+            Err(e) => format!("brick multiplexing could not be enabled: {e:#}"),
+        },
+        levels
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} volumes — {} filler volumes made in {:.0} s ({:.2} s each, {} at a \
+                     time), {} Gluster daemons ({} brick servers) with {:.0} MiB RSS in all, \
+                     {:.0} MiB available on the machine, controller RSS {:.1} MiB",
+                    l.volumes,
+                    l.filled.0,
+                    l.filled.1,
+                    l.filled.1 / l.filled.0.max(1) as f64,
+                    FILL_CONCURRENCY,
+                    l.daemons.0,
+                    l.daemons.1,
+                    l.daemons.2,
+                    l.daemons.3,
+                    l.controller_rss
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
     s.notes.push(format!(
         "Heketi calls per repeated CreateVolume by the controller's metrics: {}.",
         levels
