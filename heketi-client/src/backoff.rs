@@ -1,4 +1,5 @@
-//! Waiting between attempts: `/queue` polling and retries of 429, 503 and failed GETs.
+//! Waiting between attempts: `/queue` polling and retries of 429, 503 and failed GETs, and the
+//! budget that bounds how long one request may wait for its retries.
 //!
 //! Pure functions of their inputs (the random part is passed in) so the bounds can be tested.
 
@@ -59,6 +60,45 @@ pub(crate) fn retry_delay(attempt: u32, retry_after: Option<Duration>, unit: f64
     };
     let jitter_max = base / 4 + JITTER_FLOOR;
     base + jitter_max.mul_f64(unit)
+}
+
+/// How long one request may still wait between its retries.
+///
+/// Only the waits count, not the exchanges themselves: a request whose budget is 2 s may retry
+/// after 0.5 s and after 1 s, but not again after 2 s more. A retry whose wait does not fit in
+/// what is left is not made at all (the caller returns the last error at once) rather than
+/// shortened: the wait was chosen to give the server time, and a shorter one would not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetryBudget {
+    /// `None`: no limit besides the attempt count and the operation deadline.
+    limit: Option<Duration>,
+    spent: Duration,
+}
+
+impl RetryBudget {
+    /// A fresh budget of `limit` (`None` for no limit).
+    pub(crate) fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// What is left to wait; `None` when there is no limit.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.limit.map(|l| l.saturating_sub(self.spent))
+    }
+
+    /// Takes `wait` out of the budget when it fits, and says whether it did.
+    pub(crate) fn try_spend(&mut self, wait: Duration) -> bool {
+        match self.remaining() {
+            Some(left) if wait > left => false,
+            _ => {
+                self.spent = self.spent.saturating_add(wait);
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +169,67 @@ mod tests {
         assert!(all.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(all[39], POLL_MAX);
         assert!(all.iter().all(|d| *d <= POLL_MAX));
+    }
+
+    #[test]
+    fn an_unlimited_budget_allows_every_wait() {
+        let mut b = RetryBudget::new(None);
+        for _ in 0..100 {
+            assert!(b.try_spend(RETRY_AFTER_CAP));
+        }
+        assert!(b.try_spend(Duration::MAX));
+        assert_eq!(b.remaining(), None);
+    }
+
+    #[test]
+    fn a_budget_takes_waits_while_they_fit() {
+        let ms = Duration::from_millis;
+        // (limit, waits offered in order, which ones are taken, what is left at the end)
+        let cases: [(u64, &[u64], &[bool], u64); 6] = [
+            (0, &[0, 1], &[true, false], 0),
+            (2000, &[500, 1000, 2000], &[true, true, false], 500),
+            (2000, &[500, 1500, 1], &[true, true, false], 0),
+            // A wait that does not fit is refused whole, and a smaller one may still fit.
+            (3000, &[5000, 1000], &[false, true], 2000),
+            (3000, &[3001], &[false], 3000),
+            (10, &[u64::MAX], &[false], 10),
+        ];
+        for (limit, waits, taken, left) in cases {
+            let mut b = RetryBudget::new(Some(ms(limit)));
+            let got: Vec<bool> = waits.iter().map(|w| b.try_spend(ms(*w))).collect();
+            assert_eq!(got, taken, "limit {limit} ms, waits {waits:?}");
+            assert_eq!(
+                b.remaining(),
+                Some(ms(left)),
+                "limit {limit} ms, waits {waits:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_budget_ends_transport_retries_within_it() {
+        // The controller's case: Heketi refuses connections and retries wait 500 ms doubling.
+        // Whatever the jitter, a 3 s budget allows one or two retries and no third.
+        for unit in [0.0, 0.5, 0.999] {
+            let mut b = RetryBudget::new(Some(Duration::from_secs(3)));
+            let mut retries = 0u32;
+            let mut waited = Duration::ZERO;
+            for attempt in 1..crate::DEFAULT_MAX_ATTEMPTS {
+                let wait = retry_delay(attempt, None, unit);
+                if !b.try_spend(wait) {
+                    break;
+                }
+                retries += 1;
+                waited += wait;
+            }
+            assert!((1..=2).contains(&retries), "{unit}: {retries} retries");
+            assert!(
+                waited <= Duration::from_secs(3),
+                "{unit}: waited {waited:?}"
+            );
+        }
+        // A Retry-After longer than the budget ends retrying at once.
+        let mut b = RetryBudget::new(Some(Duration::from_secs(3)));
+        assert!(!b.try_spend(retry_delay(1, Some(Duration::from_secs(5)), 0.0)));
     }
 }

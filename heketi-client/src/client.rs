@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::auth;
 use crate::backoff;
 use crate::error::{Error, MAX_MESSAGE_BYTES, Result, api_error, truncate_utf8};
+use crate::retry::{RetryEvent, RetryObserver, RetryReason, route_class};
 
 /// Default user (`iss` claim).
 ///
@@ -89,6 +90,8 @@ pub struct ClientBuilder {
     operation_deadline: Duration,
     ca_file: Option<PathBuf>,
     max_attempts: u32,
+    retry_budget: Option<Duration>,
+    on_retry: Option<RetryObserver>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -103,6 +106,8 @@ impl fmt::Debug for ClientBuilder {
             .field("operation_deadline", &self.operation_deadline)
             .field("ca_file", &self.ca_file)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_budget", &self.retry_budget)
+            .field("on_retry", &self.on_retry.is_some())
             .finish()
     }
 }
@@ -126,6 +131,8 @@ impl ClientBuilder {
             operation_deadline: DEFAULT_OPERATION_DEADLINE,
             ca_file: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_budget: None,
+            on_retry: None,
         }
     }
 
@@ -225,6 +232,53 @@ impl ClientBuilder {
         self
     }
 
+    /// How long one request may wait in total between its retries (by default there is no
+    /// such limit: only [`max_attempts`](Self::max_attempts) and the operation deadline bound
+    /// them).
+    ///
+    /// A retry whose wait does not fit in what is left of the budget is not made: the request
+    /// fails at once with the last error (a `Retry-After` longer than the rest, for instance).
+    /// Only the waits count, not the exchanges. Each request has a budget of its own; the
+    /// polls of an asynchronous operation are requests, not retries, so a long operation still
+    /// runs to its deadline. A budget of zero disables waiting retries.
+    ///
+    /// A caller that retries on its own (a CSI sidecar, a controller loop) can fail fast:
+    ///
+    /// # Example
+    /// ```no_run
+    /// let b = heketi_client::ClientBuilder::new("http://heketi:8080")
+    ///     .retry_budget(std::time::Duration::from_secs(3));
+    /// ```
+    pub fn retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = Some(budget);
+        self
+    }
+
+    /// Call `observer` each time a request is about to be retried, before the wait: for
+    /// metrics or logs. It runs on the request's task, so it must be quick and must not block.
+    /// A new call replaces the previous observer.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let retries = Arc::new(AtomicU64::new(0));
+    /// let seen = Arc::clone(&retries);
+    /// let client = heketi_client::ClientBuilder::new("http://heketi:8080")
+    ///     .disable_auth()
+    ///     .on_retry(move |e: &heketi_client::RetryEvent| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///         eprintln!("{} {} again after {:?} ({})", e.method, e.route, e.wait, e.reason);
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), heketi_client::Error>(())
+    /// ```
+    pub fn on_retry(mut self, observer: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(observer));
+        self
+    }
+
     /// Check the configuration and build the client.
     ///
     /// Fails with [`Error::Config`] for a URL that is not `http(s)://host[:port][/prefix]`,
@@ -321,6 +375,8 @@ impl ClientBuilder {
                 key,
                 request_timeout: self.request_timeout,
                 max_attempts: self.max_attempts,
+                retry_budget: self.retry_budget,
+                on_retry: self.on_retry,
             }),
             deadline: self.operation_deadline,
         })
@@ -337,6 +393,9 @@ struct Inner {
     key: Option<SecretString>,
     request_timeout: Duration,
     max_attempts: u32,
+    /// `None`: no limit on the waits of one request besides the attempts and the deadline.
+    retry_budget: Option<Duration>,
+    on_retry: Option<RetryObserver>,
 }
 
 /// A Heketi client. Cheap to clone: clones share one connection pool.
@@ -373,6 +432,7 @@ impl fmt::Debug for Client {
             .field("request_timeout", &self.inner.request_timeout)
             .field("operation_deadline", &self.deadline)
             .field("max_attempts", &self.inner.max_attempts)
+            .field("retry_budget", &self.inner.retry_budget)
             .finish_non_exhaustive()
     }
 }
@@ -677,8 +737,8 @@ impl Client {
     }
 
     /// Send one request, retrying 429 and 503 (honouring `Retry-After`) and transport failures
-    /// of GETs, within `deadline`. Each attempt carries a fresh token. Returns any reply that
-    /// is not retried, whatever its status.
+    /// of GETs, within `deadline` and the retry budget. Each attempt carries a fresh token.
+    /// Returns any reply that is not retried, whatever its status.
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -687,20 +747,27 @@ impl Client {
         deadline: Instant,
     ) -> Result<Reply> {
         let replayable = method == Method::GET || method == Method::HEAD;
+        let mut budget = backoff::RetryBudget::new(self.inner.retry_budget);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let last_attempt = attempt >= self.inner.max_attempts;
             let result = self.send_once(&method, &url, body).await;
             let request_timeout = self.inner.request_timeout;
-            let (err, retry_after) = match result {
-                Ok(r) if matches!(r.status.as_u16(), 429 | 503) && !last_attempt => (
+            let (err, retry_after, reason) = match result {
+                Ok(r) if r.status == StatusCode::TOO_MANY_REQUESTS && !last_attempt => (
                     api_error(r.status.as_u16(), &r.body),
                     backoff::parse_retry_after(&r.headers),
+                    RetryReason::TooManyRequests,
+                ),
+                Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE && !last_attempt => (
+                    api_error(r.status.as_u16(), &r.body),
+                    backoff::parse_retry_after(&r.headers),
+                    RetryReason::ServiceUnavailable,
                 ),
                 Ok(r) => return Ok(r),
                 Err(SendError::Http(e)) if replayable && !last_attempt => {
-                    (e.into_error(request_timeout), None)
+                    (e.into_error(request_timeout), None, RetryReason::Transport)
                 }
                 Err(e) => return Err(e.into_error(request_timeout)),
             };
@@ -709,16 +776,44 @@ impl Client {
                 // Waiting would outlast the deadline: report what the server said instead.
                 return Err(err);
             }
+            if !budget.try_spend(wait) {
+                tracing::debug!(
+                    %method,
+                    path = url.path(),
+                    attempt,
+                    wait_ms = millis(wait),
+                    budget_left_ms = budget.remaining().map_or(u64::MAX, millis),
+                    error = %err,
+                    "not retrying Heketi request: the wait exceeds the retry budget"
+                );
+                return Err(err);
+            }
+            if let Some(observe) = &self.inner.on_retry {
+                observe(&RetryEvent {
+                    method: method.clone(),
+                    route: self.route_of(&url),
+                    reason,
+                    attempt,
+                    wait,
+                });
+            }
             tracing::info!(
                 %method,
                 path = url.path(),
                 attempt,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                %reason,
+                wait_ms = millis(wait),
                 error = %err,
                 "retrying Heketi request"
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The route shape of `url`, read below the base URL's own path.
+    fn route_of(&self, url: &Url) -> &'static str {
+        let prefix = self.inner.base.path().trim_end_matches('/');
+        route_class(url.path().strip_prefix(prefix).unwrap_or(url.path()))
     }
 
     /// One HTTP exchange, body read completely.
@@ -765,6 +860,11 @@ impl Client {
             body: buf,
         })
     }
+}
+
+/// `d` in whole milliseconds, for log fields.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why one exchange failed: the transport (may be retried for GETs) or anything else.
@@ -945,6 +1045,112 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(c.base_url(), "http://h:8080");
         assert_eq!(c.user(), "admin");
+    }
+
+    /// A local address nothing listens on: connections to it are refused.
+    fn refusing_address() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+    }
+
+    /// A client of `base` whose retries are collected.
+    fn observed(b: ClientBuilder) -> (Client, Arc<std::sync::Mutex<Vec<RetryEvent>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let c = b
+            .disable_auth()
+            .on_retry(move |e| {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e.clone())
+            })
+            .build()
+            .unwrap_or_else(|e| panic!("build: {e}"));
+        (c, seen)
+    }
+
+    fn events(seen: &std::sync::Mutex<Vec<RetryEvent>>) -> Vec<RetryEvent> {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[tokio::test]
+    async fn refused_gets_are_retried_within_the_budget_and_each_retry_is_reported() {
+        let addr = refusing_address();
+        let budget = Duration::from_secs(3);
+        let (c, seen) =
+            observed(ClientBuilder::new(format!("http://{addr}/heketi/")).retry_budget(budget));
+        let r = c.hello().await;
+        assert!(matches!(r, Err(Error::Transport(_))), "{r:?}");
+        let events = events(&seen);
+        // 0.5 s then 1 s (each plus jitter) fit in 3 s; 2 s more never does.
+        assert!((1..=2).contains(&events.len()), "{events:?}");
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.method, Method::GET);
+            assert_eq!(e.route, "/hello", "the base path is not part of the route");
+            assert_eq!(e.reason, RetryReason::Transport);
+            assert_eq!(e.attempt as usize, i + 1);
+        }
+        let waited: Duration = events.iter().map(|e| e.wait).sum();
+        assert!(waited <= budget, "{waited:?} waited of a {budget:?} budget");
+    }
+
+    #[tokio::test]
+    async fn a_zero_budget_sends_once() {
+        let addr = refusing_address();
+        let (c, seen) =
+            observed(ClientBuilder::new(format!("http://{addr}")).retry_budget(Duration::ZERO));
+        let r = c.volume_list().await;
+        assert!(matches!(r, Err(Error::Transport(_))), "{r:?}");
+        assert_eq!(events(&seen), []);
+    }
+
+    #[tokio::test]
+    async fn without_a_budget_attempts_bound_the_retries() {
+        // The library default is unchanged: no budget, retries until max_attempts.
+        let addr = refusing_address();
+        let (c, seen) = observed(ClientBuilder::new(format!("http://{addr}")).max_attempts(3));
+        let id = "0123456789abcdef0123456789abcdef";
+        let r = c.volume_info(id).await;
+        assert!(matches!(r, Err(Error::Transport(_))), "{r:?}");
+        let events = events(&seen);
+        let shapes: Vec<(u32, &str, RetryReason)> = events
+            .iter()
+            .map(|e| (e.attempt, e.route, e.reason))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                (1, "/volumes/{id}", RetryReason::Transport),
+                (2, "/volumes/{id}", RetryReason::Transport)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_post_is_neither_retried_nor_reported() {
+        let addr = refusing_address();
+        let (c, seen) = observed(ClientBuilder::new(format!("http://{addr}")));
+        let r = c
+            .volume_create(&crate::types::VolumeCreateRequest {
+                size: 1,
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(r, Err(Error::Transport(_))), "{r:?}");
+        assert_eq!(events(&seen), []);
+    }
+
+    #[test]
+    fn debug_shows_the_retry_settings() {
+        let b = ClientBuilder::new("http://h")
+            .disable_auth()
+            .retry_budget(Duration::from_secs(2))
+            .on_retry(|_| {});
+        let shown = format!("{b:?}");
+        assert!(shown.contains("retry_budget: Some(2s)"), "{shown}");
+        assert!(shown.contains("on_retry: true"), "{shown}");
+        let Ok(c) = b.build() else { panic!("build") };
+        assert!(format!("{c:?}").contains("retry_budget: Some(2s)"));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   by the operation deadline; dropping its future is safe.
 //! - **Retries**: 429 and 503 are retried honouring `Retry-After` plus jitter, a bounded number
 //!   of times within the deadline. Transport failures are retried for GETs only: a POST or
-//!   DELETE is never sent twice.
+//!   DELETE is never sent twice. [`ClientBuilder::retry_budget`] bounds the total wait of one
+//!   request (for callers that retry on their own), and [`ClientBuilder::on_retry`] reports each
+//!   retry as a [`RetryEvent`] (for metrics).
 //! - **Errors**: one [`Error`] type; Heketi's plain-text messages are classified here and
 //!   nowhere else ([`Error::is_not_found`], [`Error::is_no_space`],
 //!   [`Error::is_name_in_use`], [`Error::is_retryable`], [`Error::is_unavailable`]).
@@ -63,6 +65,7 @@ mod error;
 mod nodes;
 #[cfg(test)]
 mod proptests;
+mod retry;
 mod topology;
 pub mod types;
 mod volumes;
@@ -72,3 +75,4 @@ pub use client::{
     DEFAULT_OPERATION_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER,
 };
 pub use error::{Error, MAX_MESSAGE_BYTES, Result};
+pub use retry::{RetryEvent, RetryObserver, RetryReason, route_class};
