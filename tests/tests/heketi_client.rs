@@ -17,7 +17,7 @@ use heketi_client::types::{
     NodeAddRequest, NodeInfoResponse, VolumeCloneRequest, VolumeCreateRequest,
     VolumeDurabilityInfo, VolumeExpandRequest,
 };
-use heketi_client::{Client, Error};
+use heketi_client::{Client, Error, RetryEvent, RetryReason};
 use libtest_mimic::{Failed, Trial};
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -655,6 +655,10 @@ fn stub_trials() -> Vec<Trial> {
             "stub_429_retry_after_beyond_the_deadline_is_returned",
             stub_429_beyond_deadline,
         ),
+        stub_trial(
+            "stub_429_retry_after_beyond_the_retry_budget_is_returned_at_once",
+            stub_429_beyond_budget,
+        ),
         stub_trial("stub_503_is_retried", stub_503_retried),
         stub_trial(
             "stub_malformed_json_is_a_decode_error_with_the_body",
@@ -748,6 +752,27 @@ where
     })
 }
 
+/// Retries the client reported, as (method, route, reason, attempt).
+type Retries = Arc<std::sync::Mutex<Vec<(String, &'static str, RetryReason, u32)>>>;
+
+/// `b` with an observer that records every retry in the returned list.
+fn observed(b: heketi_client::ClientBuilder) -> (heketi_client::ClientBuilder, Retries) {
+    let seen = Retries::default();
+    let sink = Arc::clone(&seen);
+    let b = b.on_retry(move |e: &RetryEvent| {
+        sink.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((e.method.to_string(), e.route, e.reason, e.attempt));
+    });
+    (b, seen)
+}
+
+fn retries(r: &Retries) -> Vec<(String, &'static str, RetryReason, u32)> {
+    r.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> axum::response::Response {
     let mut b = axum::response::Response::builder().status(status);
     for (k, v) in headers {
@@ -774,10 +799,22 @@ async fn stub_429_retried() -> Result<()> {
         ),
     }))
     .await?;
-    let c = stub_client(addr).build()?;
+    let (b, reported) = observed(stub_client(addr));
+    let c = b.build()?;
     let list = c.volume_list().await?;
     ensure!(list.volumes == vec!["aa".to_string()], "{list:?}");
     ensure!(seen.requests.load(Ordering::SeqCst) == 2);
+    let reported = retries(&reported);
+    ensure!(
+        reported
+            == [(
+                "GET".to_owned(),
+                "/volumes",
+                RetryReason::TooManyRequests,
+                1
+            )],
+        "{reported:?}"
+    );
     ensure!(
         seen.bad_tokens.load(Ordering::SeqCst) == 0,
         "a retry carried a bad token"
@@ -811,6 +848,29 @@ async fn stub_429_beyond_deadline() -> Result<()> {
     Ok(())
 }
 
+// stub: our server cannot produce this on demand. heketi-server asks for 5 s; a client whose
+// retry budget is shorter (the controller's) reports the 429 at once, without waiting.
+async fn stub_429_beyond_budget() -> Result<()> {
+    let seen = Arc::new(Seen::default());
+    let addr = serve(counting_router(Arc::clone(&seen), |_| {
+        reply(
+            429,
+            &[("retry-after", "5")],
+            "Server busy. Retry operation later.\n",
+        )
+    }))
+    .await?;
+    let (b, reported) = observed(stub_client(addr).retry_budget(Duration::from_secs(3)));
+    let c = b.build()?;
+    match c.volume_list().await {
+        Err(e @ Error::Api { status: 429, .. }) => ensure!(e.is_unavailable(), "{e:?}"),
+        other => bail!("expected the 429, got {other:?}"),
+    }
+    ensure!(seen.requests.load(Ordering::SeqCst) == 1);
+    ensure!(retries(&reported).is_empty(), "{:?}", retries(&reported));
+    Ok(())
+}
+
 // stub: our server cannot produce this on demand (503 needs Heketi's read-only admin state).
 async fn stub_503_retried() -> Result<()> {
     let seen = Arc::new(Seen::default());
@@ -820,7 +880,8 @@ async fn stub_503_retried() -> Result<()> {
         _ => reply(201, &[("content-type", "application/json")], cluster),
     }))
     .await?;
-    let c = stub_client(addr).build()?;
+    let (b, reported) = observed(stub_client(addr));
+    let c = b.build()?;
     let created = c
         .cluster_create(&ClusterCreateRequest {
             block: false,
@@ -830,6 +891,18 @@ async fn stub_503_retried() -> Result<()> {
     ensure!(created.id == UNKNOWN_ID && created.file, "{created:?}");
     ensure!(seen.requests.load(Ordering::SeqCst) == 3);
     ensure!(seen.bad_tokens.load(Ordering::SeqCst) == 0);
+    let reported = retries(&reported);
+    let want: Vec<_> = (1..=2)
+        .map(|a| {
+            (
+                "POST".to_owned(),
+                "/clusters",
+                RetryReason::ServiceUnavailable,
+                a,
+            )
+        })
+        .collect();
+    ensure!(reported == want, "{reported:?}");
 
     // Once the attempts are used up the 503 is returned.
     let seen = Arc::new(Seen::default());
