@@ -77,6 +77,7 @@ pub struct Backends {
     default: Option<Backend>,
     request_timeout: Duration,
     operation_timeout: Duration,
+    retry_budget: Duration,
     max_inflight: usize,
     states: Mutex<HashMap<String, Arc<BackendState>>>,
     clients: Mutex<HashMap<ClientKey, heketi_client::Client>>,
@@ -94,6 +95,7 @@ impl Backends {
             default: config.default_backend.clone(),
             request_timeout: config.request_timeout,
             operation_timeout: config.operation_timeout,
+            retry_budget: config.retry_budget,
             max_inflight: config.max_inflight.max(1),
             states: Mutex::default(),
             clients: Mutex::default(),
@@ -189,7 +191,13 @@ impl Backends {
             key: creds.key,
         };
         let client = backend
-            .client_with(self.request_timeout, self.operation_timeout)
+            .builder(
+                self.request_timeout,
+                self.operation_timeout,
+                self.retry_budget,
+            )
+            .on_retry(self.metrics.heketi_retry_observer())
+            .build()
             .map_err(|e| Error::heketi(format!("Heketi URL {url}"), e))?;
         clients.insert(cache_key, client.clone());
         Ok(client)
@@ -214,6 +222,7 @@ mod tests {
             }),
             request_timeout: Duration::from_secs(1),
             operation_timeout: Duration::from_secs(1),
+            retry_budget: Duration::from_secs(1),
             max_inflight: 2,
         }
     }

@@ -29,6 +29,12 @@ pub struct Args {
     /// Deadline of a whole Heketi operation (create, expand, clone, delete), in seconds.
     #[arg(long, env = "HEKETI_OPERATION_TIMEOUT", default_value_t = 600)]
     pub heketi_operation_timeout: u64,
+    /// Longest total wait, in seconds, of one Heketi request for its retries (429, 503, a
+    /// refused or broken connection on a read). Past it the call fails with UNAVAILABLE and the
+    /// CSI sidecar retries it with its own backoff; 0 sends each request once. Polling a running
+    /// operation is not a retry and waits up to the operation timeout.
+    #[arg(long, env = "HEKETI_RETRY_BUDGET", default_value_t = 3)]
+    pub heketi_retry_budget: u64,
     /// Most volume operations (create, clone, expand, delete) run at once against one Heketi;
     /// more wait up to the request timeout, then fail with UNAVAILABLE.
     #[arg(long, env = "HEKETI_MAX_INFLIGHT", default_value_t = 8)]
@@ -50,22 +56,23 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A Heketi client for this backend with the given timeouts; auth is off when there is no
-    /// key.
-    pub fn client_with(
+    /// A Heketi client builder for this backend with the given timeouts and retry budget; auth
+    /// is off when there is no key.
+    pub fn builder(
         &self,
         request_timeout: Duration,
         operation_deadline: Duration,
-    ) -> Result<heketi_client::Client, heketi_client::Error> {
-        let mut builder = heketi_client::ClientBuilder::new(&self.url)
+        retry_budget: Duration,
+    ) -> heketi_client::ClientBuilder {
+        let builder = heketi_client::ClientBuilder::new(&self.url)
             .user(&self.user)
             .request_timeout(request_timeout)
-            .operation_deadline(operation_deadline);
-        builder = match &self.key {
+            .operation_deadline(operation_deadline)
+            .retry_budget(retry_budget);
+        match &self.key {
             Some(key) => builder.key(key.clone()),
             None => builder.disable_auth(),
-        };
-        builder.build()
+        }
     }
 }
 
@@ -84,6 +91,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Deadline of a whole Heketi operation.
     pub operation_timeout: Duration,
+    /// Longest total wait of one Heketi request for its retries.
+    pub retry_budget: Duration,
     /// Most volume operations at once against one Heketi.
     pub max_inflight: usize,
 }
@@ -147,7 +156,12 @@ impl Config {
                 };
                 // Build a client once so a bad URL fails now, naming the flag.
                 backend
-                    .client_with(Duration::from_secs(1), Duration::from_secs(1))
+                    .builder(
+                        Duration::from_secs(1),
+                        Duration::from_secs(1),
+                        Duration::ZERO,
+                    )
+                    .build()
                     .map_err(|e| ConfigError::HeketiUrl(e.to_string()))?;
                 Some(backend)
             }
@@ -159,6 +173,7 @@ impl Config {
             default_backend,
             request_timeout: Duration::from_secs(args.heketi_request_timeout),
             operation_timeout: Duration::from_secs(args.heketi_operation_timeout),
+            retry_budget: Duration::from_secs(args.heketi_retry_budget),
             max_inflight: args.heketi_max_inflight,
         })
     }

@@ -3,6 +3,7 @@
 use csi_proto::identity::{CheckFuture, Readiness};
 
 use crate::config::Backend;
+use crate::metrics::Metrics;
 
 /// Ready when the default backend answers `/hello`, or always when no default backend is
 /// configured (every StorageClass then names its own `resturl`).
@@ -17,10 +18,19 @@ impl HeketiReadiness {
     }
 
     /// Probes `backend`, each probe bounded by a few seconds so the liveness sidecar gets an
-    /// answer in time.
-    pub fn for_backend(backend: Option<&Backend>) -> Self {
+    /// answer in time, its retries by `retry_budget` and counted in `metrics`.
+    pub fn for_backend(
+        backend: Option<&Backend>,
+        retry_budget: std::time::Duration,
+        metrics: &Metrics,
+    ) -> Self {
         let timeout = std::time::Duration::from_secs(5);
-        Self::new(backend.and_then(|b| b.client_with(timeout, timeout).ok()))
+        Self::new(backend.and_then(|b| {
+            b.builder(timeout, timeout, retry_budget)
+                .on_retry(metrics.heketi_retry_observer())
+                .build()
+                .ok()
+        }))
     }
 }
 

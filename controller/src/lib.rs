@@ -69,6 +69,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         ],
         Arc::new(identity::HeketiReadiness::for_backend(
             config.default_backend.as_ref(),
+            config.retry_budget,
+            &metrics,
         )),
     );
     let controller = controller::ControllerService::with_metrics(Arc::clone(&config), metrics);

@@ -6,9 +6,13 @@
 //! | `gluster_csi_controller_rpc_duration_seconds` | `method`, `code` | CSI call latency |
 //! | `gluster_csi_controller_heketi_requests_total` | `operation`, `outcome` | Heketi calls by outcome |
 //! | `gluster_csi_controller_heketi_request_duration_seconds` | `operation`, `outcome` | Heketi call latency, asynchronous operations polled to their end |
+//! | `gluster_csi_controller_heketi_retries_total` | `method`, `route`, `reason` | HTTP requests to Heketi sent again by the client |
 //!
 //! `code` is the gRPC code name (`OK`, `NOT_FOUND`, …); `outcome` is `ok`, `not_found`,
-//! `no_space`, `unavailable`, `timeout` or `error`. No label carries a volume name or a secret.
+//! `no_space`, `unavailable`, `timeout` or `error`. `route` is the shape of the Heketi route
+//! (`/volumes/{id}`), `reason` is `429`, `503` or `transport` (no answer; reads only). A Heketi
+//! call counts once in `heketi_requests_total` however many retries it took. No label carries a
+//! volume name or a secret.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +40,23 @@ struct HeketiLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    method: String,
+    route: &'static str,
+    reason: &'static str,
+}
+
+impl From<&heketi_client::RetryEvent> for RetryLabels {
+    fn from(e: &heketi_client::RetryEvent) -> Self {
+        Self {
+            method: e.method.as_str().to_owned(),
+            route: e.route,
+            reason: e.reason.as_str(),
+        }
+    }
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 5 ms to about 10 min.
@@ -50,6 +71,7 @@ pub struct Metrics {
     rpc_duration: Histograms<RpcLabels>,
     heketi_calls: Family<HeketiLabels, Counter>,
     heketi_duration: Histograms<HeketiLabels>,
+    heketi_retries: Family<RetryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +89,7 @@ impl Metrics {
         let heketi_calls = Family::<HeketiLabels, Counter>::default();
         let heketi_duration: Histograms<HeketiLabels> =
             Family::new_with_constructor(latency_histogram);
+        let heketi_retries = Family::<RetryLabels, Counter>::default();
         registry.register(
             "rpc_calls",
             "CSI calls by method and gRPC code",
@@ -87,12 +110,18 @@ impl Metrics {
             "Heketi call latency by operation and outcome (asynchronous operations until done)",
             heketi_duration.clone(),
         );
+        registry.register(
+            "heketi_retries",
+            "HTTP requests to Heketi sent again, by method, route and reason (429, 503, transport)",
+            heketi_retries.clone(),
+        );
         Self {
             registry,
             rpc_calls,
             rpc_duration,
             heketi_calls,
             heketi_duration,
+            heketi_retries,
         }
     }
 
@@ -141,6 +170,16 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(start.elapsed().as_secs_f64());
         result
+    }
+
+    /// An observer for [`heketi_client::ClientBuilder::on_retry`] that counts each retry here.
+    pub fn heketi_retry_observer(
+        &self,
+    ) -> impl Fn(&heketi_client::RetryEvent) + Send + Sync + 'static {
+        let retries = self.heketi_retries.clone();
+        move |event| {
+            retries.get_or_create(&RetryLabels::from(event)).inc();
+        }
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -243,6 +282,31 @@ mod tests {
             r#"gluster_csi_controller_rpc_duration_seconds_count{method="CreateVolume",code="OK"} 1"#,
             r#"gluster_csi_controller_heketi_requests_total{operation="volume_create",outcome="no_space"} 1"#,
             r#"gluster_csi_controller_heketi_request_duration_seconds_count{operation="volume_create",outcome="no_space"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn heketi_retries_are_counted_by_method_route_and_reason() {
+        // A port nothing listens on: the client retries the refused GET once within 1 s
+        // (500 ms plus jitter fits, the next 1 s does not) and the observer counts it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let m = Metrics::new();
+        let client = heketi_client::ClientBuilder::new(format!("http://{addr}"))
+            .disable_auth()
+            .retry_budget(Duration::from_secs(1))
+            .on_retry(m.heketi_retry_observer())
+            .build()
+            .expect("client");
+        let r = m.heketi("volume_list", client.volume_list()).await;
+        assert!(r.as_ref().is_err_and(|e| e.is_unavailable()), "{r:?}");
+        let text = m.encode();
+        for want in [
+            r#"gluster_csi_controller_heketi_retries_total{method="GET",route="/volumes",reason="transport"} 1"#,
+            r#"gluster_csi_controller_heketi_requests_total{operation="volume_list",outcome="unavailable"} 1"#,
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }
