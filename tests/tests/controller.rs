@@ -1571,5 +1571,43 @@ async fn metrics_count_calls(tb: Arc<Testbed>) -> Result<()> {
         !text.contains(&tb.env().heketi_key),
         "the metrics page holds the Heketi key"
     );
+
+    // Heketi retries: a class whose Heketi refuses connections makes the client retry its
+    // reads until the retry budget is spent; each retry is counted.
+    let retries = r#"gluster_csi_controller_heketi_retries_total{method="GET",route="/clusters",reason="transport"}"#;
+    let before = counter(&text, retries)?;
+    let l = std::net::TcpListener::bind((tb.bridge_address(), 0))?;
+    let url = format!("http://{}", l.local_addr()?);
+    drop(l);
+    let caps = c
+        .get_capacity(GetCapacityRequest {
+            parameters: map(&[("resturl", url.as_str())]),
+            ..Default::default()
+        })
+        .await;
+    assert_code(caps, Code::Unavailable, "GetCapacity with Heketi down")?;
+    let text = scrape(addr).await?;
+    let after = counter(&text, retries)?;
+    ensure!(
+        after > before,
+        "{retries} did not go up ({before} -> {after}):\n{text}"
+    );
+    let listed = r#"gluster_csi_controller_heketi_requests_total{operation="cluster_list",outcome="unavailable"} 1"#;
+    ensure!(text.contains(listed), "{listed} missing:\n{text}");
+    println!("metrics: refused Heketi -> {retries} {before} -> {after}");
     Ok(())
+}
+
+/// The value of the sample `series` (name and labels) on a metrics page; 0 when absent.
+fn counter(page: &str, series: &str) -> Result<u64> {
+    match page
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    {
+        Some(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{series}: {v:?} is not a count")),
+        None => Ok(0),
+    }
 }
