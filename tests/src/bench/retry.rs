@@ -325,8 +325,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     s.notes.push(format!(
         "Testbed at each count ({}): {}.",
         match &multiplex {
-            Ok(_) => "brick multiplexing on: `cluster.brick-multiplex on`, one brick server \
-                      process per host"
+            Ok(_) => "`cluster.brick-multiplex on` set before filling; the brick server count \
+                      shows how far Gluster shared processes"
                 .to_owned(),
             Err(e) => format!("brick multiplexing could not be enabled: {e:#}"),
         },
