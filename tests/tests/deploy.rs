@@ -232,6 +232,44 @@ fn every_image_is_pinned_to_a_version() {
 }
 
 #[test]
+fn port_names_are_valid_service_names_and_host_ports_do_not_clash() {
+    // The API server refuses a port name over 15 characters (offline schemas accept it).
+    for dir in KUSTOMIZATIONS {
+        for (pod, spec) in all_pods(&render(dir)) {
+            for c in &spec.containers {
+                for port in c.ports.iter().flatten() {
+                    let name = port.name.as_deref().unwrap_or_default();
+                    assert!(
+                        name.len() <= 15
+                            && name.chars().all(|ch| ch.is_ascii_lowercase()
+                                || ch.is_ascii_digit()
+                                || ch == '-')
+                            && name.chars().any(|ch| ch.is_ascii_lowercase()),
+                        "{dir} {pod}/{}: port name {name:?} is not a valid IANA service name \
+                         (at most 15 characters, a-z, 0-9 and -)",
+                        c.name
+                    );
+                }
+            }
+        }
+    }
+    // Host-network pods of one node share its ports: the node plugin's must differ from the
+    // controller's, which may run on the host's network too.
+    let o = render("deploy/kubernetes/base");
+    let ports = |spec: &PodSpec| -> BTreeSet<i32> {
+        spec.containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten().map(|p| p.container_port))
+            .collect()
+    };
+    let (_, node) = daemonset(&o, "gluster-csi-node");
+    let controller = deployment(&o, "gluster-csi-controller");
+    let (node_ports, controller_ports) = (ports(node), ports(controller));
+    let shared: Vec<&i32> = node_ports.intersection(&controller_ports).collect();
+    assert!(shared.is_empty(), "node and controller share ports {shared:?}");
+}
+
+#[test]
 fn every_container_has_requests_and_a_memory_limit() {
     for dir in KUSTOMIZATIONS {
         for (pod, spec) in all_pods(&render(dir)) {
@@ -409,6 +447,10 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
     // FUSE clients are started by the plugin in the host PID namespace and moved to a host
     // cgroup, which needs hostPID, privilege and the host's cgroup file system.
     assert_eq!(pod.host_pid, Some(true));
+    // ... and in the host's network namespace, which outlives the pod (a pod's own loses its
+    // interfaces when the pod is replaced, under every client started in it).
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
     assert_eq!(flag(plugin, "fuse-launcher"), "direct");
     assert!(
         flag(plugin, "fuse-cgroup").starts_with("/sys/fs/cgroup/"),
