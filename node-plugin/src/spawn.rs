@@ -23,8 +23,11 @@
 //! # The launchers (`--fuse-launcher`)
 //!
 //! - **`direct`** (default): the plugin runs `mount -t glusterfs` itself. With `--fuse-cgroup
-//!   DIR` (repeat per cgroup v1 hierarchy) the child writes `0` to `DIR/cgroup.procs` between
-//!   `fork` and `exec`, so there is no moment at which the client is in the container's cgroup.
+//!   DIR` the child writes `0` to `DIR/cgroup.procs` between `fork` and `exec`, so there is no
+//!   moment at which the client is in the container's cgroup. On a cgroup v1 or hybrid host,
+//!   where `/sys/fs/cgroup` holds one mount per hierarchy, `/sys/fs/cgroup/NAME` stands for
+//!   `NAME` in every hierarchy (`memory/NAME`, `freezer/NAME`, …, `unified/NAME`): the same
+//!   flag serves v1 and v2 nodes.
 //!   When the plugin is in a cgroup namespace of its own (the default for containers on cgroup
 //!   v2), the child first joins the host's cgroup namespace (`/proc/1/ns/cgroup`, visible thanks
 //!   to hostPID): the kernel only lets a process move others between cgroups inside its cgroup
@@ -53,8 +56,10 @@
 //! - `hostPID: true`;
 //! - `privileged: true` (mount, `/dev/fuse`, `setns`, writing to cgroupfs);
 //! - the host's cgroup file system mounted read-write, e.g. hostPath `/sys/fs/cgroup` at
-//!   `/sys/fs/cgroup`, and `--fuse-cgroup /sys/fs/cgroup/gluster-csi-fuse` (cgroup v2; on cgroup
-//!   v1 one directory per hierarchy, comma-separated);
+//!   `/sys/fs/cgroup`, and `--fuse-cgroup /sys/fs/cgroup/gluster-csi-fuse` (cgroup v2, v1 and
+//!   hybrid hosts alike);
+//! - `hostNetwork: true`: a client keeps the network namespace it was started in, and a pod's
+//!   own namespace loses its interfaces when kubelet replaces the pod;
 //! - kubelet's directory (`/var/lib/kubelet`) with `mountPropagation: Bidirectional`, so mounts
 //!   made in the container appear on the host and in pods;
 //! - `--state-dir` on a hostPath (client logs and volume records outlive the container);
@@ -297,7 +302,7 @@ impl ClientLauncher {
 
     fn direct(fuse_cgroups: &[PathBuf], pid_namespace: PidNamespace) -> How {
         let mut usable = Vec::new();
-        for dir in fuse_cgroups {
+        for dir in &expand_cgroup_dirs(fuse_cgroups) {
             match prepare_cgroup(dir) {
                 Ok(()) => usable.push(dir.clone()),
                 Err(e) => tracing::warn!(
@@ -541,7 +546,62 @@ fn host_cgroup_namespace() -> Option<PathBuf> {
     (theirs != ours).then(|| host.to_path_buf())
 }
 
-/// Creates the cgroup directory if needed and checks it is a cgroup.
+/// Whether `path` lies on a cgroup file system (v1 or v2).
+fn on_cgroupfs(path: &Path) -> bool {
+    use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+    statfs(path).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == CGROUP_SUPER_MAGIC || t == CGROUP2_SUPER_MAGIC
+    })
+}
+
+/// The cgroup directories a `--fuse-cgroup` value stands for.
+///
+/// `/sys/fs/cgroup/NAME` is used as given when `/sys/fs/cgroup` is a cgroup file system (cgroup
+/// v2, or a single v1 hierarchy). On a cgroup v1 or hybrid host `/sys/fs/cgroup` is a tmpfs
+/// holding one mount per hierarchy (`cpu`, `memory`, `freezer`, `pids`, `name=systemd` at
+/// `systemd`, v2 at `unified`, …); a runtime stopping a container and kubelet removing a pod
+/// kill the processes they find in *any* of the container's cgroups, so a client must leave
+/// every hierarchy: the value then stands for `/sys/fs/cgroup/HIERARCHY/NAME` for each of them.
+/// Symbolic links (`cpu` → `cpu,cpuacct`) are skipped; their target is listed itself.
+fn expand_cgroup_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            out.push(dir.clone());
+            continue;
+        };
+        if on_cgroupfs(parent) || !parent.is_dir() {
+            out.push(dir.clone());
+            continue;
+        }
+        let mut hierarchies: Vec<PathBuf> = std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .filter(|p| on_cgroupfs(p))
+            .collect();
+        if hierarchies.is_empty() {
+            // Neither v2 nor v1 layout: let prepare_cgroup say what is wrong with it.
+            out.push(dir.clone());
+            continue;
+        }
+        hierarchies.sort();
+        tracing::info!(
+            given = %dir.display(),
+            hierarchies = hierarchies.len(),
+            "cgroup v1 layout: FUSE clients leave every hierarchy"
+        );
+        out.extend(hierarchies.into_iter().map(|h| h.join(name)));
+    }
+    out
+}
+
+/// Creates the cgroup directory if needed and checks it is a cgroup. In a v1 `cpuset`
+/// hierarchy a new cgroup starts with no CPUs and no memory nodes, and moving a process into it
+/// fails: they are copied from the parent.
 fn prepare_cgroup(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let procs = dir.join("cgroup.procs");
@@ -553,6 +613,18 @@ fn prepare_cgroup(dir: &Path) -> std::io::Result<()> {
                 dir.display()
             ),
         ));
+    }
+    if let Some(parent) = dir.parent() {
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = dir.join(file);
+            let Ok(current) = std::fs::read_to_string(&mine) else {
+                continue;
+            };
+            if current.trim().is_empty() {
+                let inherited = std::fs::read_to_string(parent.join(file))?;
+                std::fs::write(&mine, inherited.trim())?;
+            }
+        }
     }
     Ok(())
 }
@@ -633,6 +705,41 @@ mod tests {
             .await
             .expect("false runs");
         assert!(!out.success);
+    }
+
+    #[test]
+    fn a_fuse_cgroup_stands_for_every_v1_hierarchy_and_is_kept_on_v2() {
+        // Checked against this machine's own /proc/self/mountinfo: cgroup mounts whose mount
+        // point is directly under /sys/fs/cgroup.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mut v1_layout: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let point = left.split_whitespace().nth(4)?;
+                let fstype = right.split_whitespace().next()?;
+                (fstype.starts_with("cgroup")
+                    && Path::new(point).parent() == Some(Path::new("/sys/fs/cgroup")))
+                .then(|| Path::new(point).join("gluster-csi-fuse"))
+            })
+            .collect();
+        v1_layout.sort();
+        v1_layout.dedup();
+        let given = vec![PathBuf::from("/sys/fs/cgroup/gluster-csi-fuse")];
+        let got = expand_cgroup_dirs(&given);
+        if on_cgroupfs(Path::new("/sys/fs/cgroup")) {
+            assert_eq!(got, given);
+        } else {
+            assert!(
+                !v1_layout.is_empty(),
+                "no cgroup file system mounted under /sys/fs/cgroup"
+            );
+            assert_eq!(got, v1_layout);
+        }
+        // A directory that is no cgroup layout at all is passed through for prepare_cgroup to
+        // refuse with a message.
+        let tmp = std::env::temp_dir().join("gcsi-no-cgroup");
+        assert_eq!(expand_cgroup_dirs(std::slice::from_ref(&tmp)), vec![tmp]);
     }
 
     #[tokio::test]
