@@ -361,10 +361,20 @@ impl ClientBuilder {
                 )));
             }
             http = http.tls_certs_merge(certs);
+        } else if base.scheme() == "http" {
+            // Plain HTTP, and redirects are never followed: TLS is never used, so the system's
+            // CA store is not needed (a minimal image may have none, and loading it would fail).
+            http = http.tls_certs_only(Vec::new());
         }
-        let http = http
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = http.build().map_err(|e| {
+            let hint = if base.scheme() == "https" {
+                " (an https:// Heketi needs CA certificates: give a CA file, or install the \
+                 system's CA bundle)"
+            } else {
+                ""
+            };
+            Error::Config(format!("HTTP client: {e}{hint}"))
+        })?;
 
         Ok(Client {
             inner: Arc::new(Inner {
