@@ -105,11 +105,29 @@ where
 /// Brings up a testbed with `opts` (an empty `state_dir` becomes
 /// `state_dir_for(binary_name())`), runs the trials `build` makes, tears the testbed down and
 /// exits with libtest-mimic's code.
-pub fn run<F>(mut opts: TestbedOptions, build: F) -> !
+pub fn run<F>(opts: TestbedOptions, build: F) -> !
 where
     F: FnOnce(Arc<Testbed>) -> Vec<Trial>,
 {
-    let args = Arguments::from_args();
+    run_with(Arguments::from_args(), opts, build)
+}
+
+/// Like [`run`], but the trials run one at a time in the order `build` gives them, whatever
+/// `--test-threads` says: for suites whose trials build on each other's outcome (a driver
+/// installed, claims made) on one shared system.
+pub fn run_in_order<F>(opts: TestbedOptions, build: F) -> !
+where
+    F: FnOnce(Arc<Testbed>) -> Vec<Trial>,
+{
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    run_with(args, opts, build)
+}
+
+fn run_with<F>(args: Arguments, mut opts: TestbedOptions, build: F) -> !
+where
+    F: FnOnce(Arc<Testbed>) -> Vec<Trial>,
+{
     if opts.state_dir.as_os_str().is_empty() {
         opts.state_dir = state_dir_for(&binary_name());
     }

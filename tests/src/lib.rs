@@ -26,6 +26,7 @@ pub mod gluster;
 pub mod harness;
 pub mod heketi;
 pub mod journal;
+pub mod k8s;
 pub mod layout;
 pub mod mounts;
 pub mod net;
