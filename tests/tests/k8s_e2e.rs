@@ -88,6 +88,10 @@ fn main() {
                 |s| Box::pin(controller_killed_during_create(s)),
             ),
             t(
+                "heketi_server_image_answers_hello_and_runs_the_gluster_cli",
+                |s| Box::pin(heketi_server_image(s)),
+            ),
+            t(
                 "every_claim_deleted_leaves_no_volume_brick_mount_or_client",
                 |s| Box::pin(everything_deleted(s)),
             ),
@@ -634,7 +638,59 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
         fuse_clients(&volume)
     );
     adopt_check(&c, &s, "after-rollout").await?;
+    stats_healthy(&c, &pv, "writer-a").await?;
+
+    // A graph switch after the replacement: a client-side option makes every client of the
+    // volume load a new translator graph (here one with the negative-lookup cache, which was
+    // not loaded before). The clients were started by plugin containers that are gone.
+    let mark = progress(&c, &pods).await?;
+    s.tb.gluster(0, &["volume", "set", &volume, "performance.nl-cache", "on"])
+        .await?;
+    writers_went_on(&c, &pods, &mark).await?;
+    ensure!(
+        fuse_clients(&volume) == clients,
+        "the FUSE clients of {volume} changed across the graph switch: {clients:?} -> {:?}",
+        fuse_clients(&volume)
+    );
     no_io_errors(&c, &pods).await
+}
+
+/// NodeGetVolumeStats through the plugin's socket on the node (as kubelet calls it) for
+/// `pod`'s mount of `pv`: bytes are reported and the volume condition is healthy.
+async fn stats_healthy(c: &Cluster, pv: &Value, pod: &str) -> Result<()> {
+    use csi_proto::v1::NodeGetVolumeStatsRequest;
+    use csi_proto::v1::node_client::NodeClient;
+    let p = c.json(&["-n", NS, "get", "pod", pod]).await?;
+    let target = format!(
+        "/var/lib/kubelet/pods/{}/volumes/kubernetes.io~csi/{}/mount",
+        field(&p, &["metadata", "uid"]),
+        field(pv, &["metadata", "name"])
+    );
+    let socket = format!("unix:///var/lib/kubelet/plugins/{DRIVER}/csi.sock");
+    let mut node = NodeClient::connect(socket.clone())
+        .await
+        .with_context(|| format!("connecting to {socket}"))?;
+    let stats = node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: field(pv, &["spec", "csi", "volumeHandle"]).to_owned(),
+            volume_path: target.clone(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .with_context(|| format!("NodeGetVolumeStats of {target}"))?
+        .into_inner();
+    let condition = stats.volume_condition.unwrap_or_default();
+    ensure!(
+        !condition.abnormal,
+        "the new plugin reports {target} abnormal: {}",
+        condition.message
+    );
+    ensure!(
+        stats.usage.iter().any(|u| u.total > 0),
+        "no usage reported for {target}: {:?}",
+        stats.usage
+    );
+    Ok(())
 }
 
 /// A new pod on the shared claim, published by the current node plugin, reads what the writers
@@ -753,6 +809,82 @@ async fn controller_killed_during_create(s: Arc<Suite>) -> Result<()> {
         new.len(),
         field(&pv, &["metadata", "name"])
     );
+    Ok(())
+}
+
+/// The heketi-server image runs as a pod and serves the Heketi API (`/hello`); the gluster CLI
+/// it drives the pool with runs inside it.
+async fn heketi_server_image(s: Arc<Suite>) -> Result<()> {
+    let c = s.driver().await?;
+    let port = gluster_csi_testbed::heketi::free_port(std::net::Ipv4Addr::LOCALHOST)?;
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: heketi-server-e2e
+  namespace: {NS}
+stringData:
+  admin-key: "{key}"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: heketi-server
+  namespace: {NS}
+spec:
+  # The test cluster's pod network is not reachable from the host; the test calls the pod on
+  # the host's loopback.
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: heketi-server
+      image: localhost/heketi-server:{TAG}
+      imagePullPolicy: Never
+      args:
+        - --listen=127.0.0.1:{port}
+        - --state-dir=/state
+        - --admin-key-file=/keys/admin-key
+      volumeMounts:
+        - {{name: state, mountPath: /state}}
+        - {{name: keys, mountPath: /keys, readOnly: true}}
+  volumes:
+    - {{name: state, emptyDir: {{}}}}
+    - {{name: keys, secret: {{secretName: heketi-server-e2e}}}}
+"#,
+        key = s.tb.env().heketi_key,
+    );
+    c.apply_yaml(s.tb.state_dir(), "heketi-server", &yaml)
+        .await?;
+    wait_pod_ready(&c, "heketi-server").await?;
+    let client = heketi_client::ClientBuilder::new(format!("http://127.0.0.1:{port}"))
+        .user("admin")
+        .key(s.tb.env().heketi_key.clone().into())
+        .build()?;
+    let hello = wait_for(
+        "heketi-server in its pod answers /hello",
+        SHORT,
+        POLL,
+        || {
+            let client = client.clone();
+            async move { Ok(client.hello().await?) }
+        },
+    )
+    .await?;
+    ensure!(!hello.trim().is_empty(), "empty /hello answer");
+    // An authenticated call: the key from the Secret is the one it verifies tokens with.
+    let clusters = client.cluster_list().await?;
+    ensure!(
+        clusters.clusters.is_empty(),
+        "a fresh heketi-server lists clusters: {:?}",
+        clusters.clusters
+    );
+    let version = exec(&c, "heketi-server", &["gluster", "--version"]).await?;
+    ensure!(
+        version.contains("glusterfs"),
+        "gluster --version in the image: {version}"
+    );
+    c.kubectl(&["-n", NS, "delete", "pod", "heketi-server", "--wait=true"])
+        .await?;
     Ok(())
 }
 
