@@ -266,7 +266,10 @@ fn port_names_are_valid_service_names_and_host_ports_do_not_clash() {
     let controller = deployment(&o, "gluster-csi-controller");
     let (node_ports, controller_ports) = (ports(node), ports(controller));
     let shared: Vec<&i32> = node_ports.intersection(&controller_ports).collect();
-    assert!(shared.is_empty(), "node and controller share ports {shared:?}");
+    assert!(
+        shared.is_empty(),
+        "node and controller share ports {shared:?}"
+    );
 }
 
 #[test]
