@@ -17,12 +17,13 @@
 #   --images LIST    which images to build (default "controller node heketi-server")
 #
 # Results (names fixed, tag from --tag):
-#   localhost/gluster-csi-controller:TAG  -> OUT/gluster-csi-controller.tar
-#   localhost/gluster-csi-node:TAG        -> OUT/gluster-csi-node.tar
-#   localhost/heketi-server:TAG           -> OUT/heketi-server.tar
-# The archives are docker-archive tars that keep the image name: `docker load`,
-# `ctr -n k8s.io images import` and the test cluster's load-image.sh accept them. Pods use the
-# name as is, with imagePullPolicy IfNotPresent or Never.
+#   localhost/gluster-csi-controller:TAG  -> OUT/gluster-csi-controller.tar, .oci.tar
+#   localhost/gluster-csi-node:TAG        -> OUT/gluster-csi-node.tar, .oci.tar
+#   localhost/heketi-server:TAG           -> OUT/heketi-server.tar, .oci.tar
+# NAME.tar is a docker-archive that keeps the image name: `docker load`,
+# `ctr -n k8s.io images import` and the test cluster's load-image.sh accept it; NAME.oci.tar is
+# the same image as an OCI archive (`skopeo copy oci-archive:F docker://REGISTRY/…`). Pods use
+# the name as is, with imagePullPolicy IfNotPresent or Never.
 #
 # Base images (made once, then reused while their recipe and the apt sources stay the same):
 #   localhost/gluster-csi-base-runtime:bookworm  libc6 + libgcc-s1 only, no shell (controller)
@@ -363,9 +364,14 @@ for img in $IMAGES; do
   buildah run "$c" -- "/usr/bin/$bin" --version >/dev/null || die "$ref: /usr/bin/$bin --version fails inside the image"
   drop_container "$c"
 
-  rm -f "$OUT_DIR/$name.tar" "$OUT_DIR/$name.tar.part"
+  # Two archives of the same image: docker-archive (what `docker load`, `ctr images import`
+  # and the test cluster's load-image.sh take) and an OCI image layout archive (what
+  # `skopeo copy oci-archive:…`, `podman load` and registries' tooling take).
+  rm -f "$OUT_DIR/$name.tar" "$OUT_DIR/$name.tar.part" "$OUT_DIR/$name.oci.tar" "$OUT_DIR/$name.oci.tar.part"
   buildah push -q "$ref" "docker-archive:$OUT_DIR/$name.tar.part:$ref"
   mv -f "$OUT_DIR/$name.tar.part" "$OUT_DIR/$name.tar"
+  buildah push -q "$ref" "oci-archive:$OUT_DIR/$name.oci.tar.part:$ref"
+  mv -f "$OUT_DIR/$name.oci.tar.part" "$OUT_DIR/$name.oci.tar"
   BUILT+=("$img")
 done
 for old in "${STALE[@]}"; do drop_if_unnamed "$old"; done

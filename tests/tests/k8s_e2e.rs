@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gluster_csi_testbed::bench::calls;
 use gluster_csi_testbed::k8s::{self, Cluster, field, wait_for};
 use gluster_csi_testbed::{Testbed, TestbedOptions, cmd, harness};
+use heketi_client::types::VolumeDurabilityInfo;
 use serde_json::Value;
 
 /// The namespace of the driver (deploy/kubernetes/base).
@@ -458,6 +460,17 @@ fn kustomizations(root: &Path) -> Result<Vec<PathBuf>> {
 
 async fn rwx_claim_two_pods(s: Arc<Suite>) -> Result<()> {
     let c = s.driver().await?;
+    // Baseline in the same run: the same Gluster work asked of Heketi straight.
+    let heketi = s.tb.heketi_client()?;
+    let req = calls::direct_request("e2e_baseline", 2000, VolumeDurabilityInfo::replicate(3));
+    let t0 = Instant::now();
+    let direct = calls::heketi_create(&heketi, &req).await?;
+    s.timing(
+        "baseline: Heketi volume create straight (replicate:3, 1 GiB)",
+        t0,
+    );
+    calls::heketi_delete(&heketi, &direct.id).await?;
+
     let t0 = Instant::now();
     create_claim(&c, &s, "shared", "gcsi-e2e", "1Gi").await?;
     let pv = wait_bound(&c, "shared").await?;
@@ -480,19 +493,49 @@ async fn rwx_claim_two_pods(s: Arc<Suite>) -> Result<()> {
         "gid {gid_n} is outside the class's gidMin..gidMax"
     );
 
+    // Baseline in the same run: the same pod with an emptyDir instead of the claim.
     let t0 = Instant::now();
-    for (pod, user) in [
-        ("writer-a", None),
-        ("writer-b", None),
-        ("non-root", Some(1000)),
-    ] {
+    let baseline = writer_pod("baseline", "shared", None).replace(
+        "persistentVolumeClaim:\n        claimName: shared",
+        "emptyDir: {}",
+    );
+    ensure!(
+        baseline.contains("emptyDir"),
+        "baseline pod without emptyDir"
+    );
+    c.apply_yaml(s.tb.state_dir(), "baseline", &baseline)
+        .await?;
+    wait_pod_ready(&c, "baseline").await?;
+    s.timing("baseline: one pod with an emptyDir created to Ready", t0);
+    c.kubectl(&["-n", NS, "delete", "pod", "baseline", "--wait=true"])
+        .await?;
+
+    // The first pod stages the volume (one FUSE mount on the node) and publishes it; the
+    // next two are bind mounts of that mount.
+    let t0 = Instant::now();
+    c.apply_yaml(
+        s.tb.state_dir(),
+        "writer-a",
+        &writer_pod("writer-a", "shared", None),
+    )
+    .await?;
+    wait_pod_ready(&c, "writer-a").await?;
+    s.timing(
+        "first pod on the claim created to Ready (stage + publish)",
+        t0,
+    );
+    let t0 = Instant::now();
+    for (pod, user) in [("writer-b", None), ("non-root", Some(1000))] {
         c.apply_yaml(s.tb.state_dir(), pod, &writer_pod(pod, "shared", user))
             .await?;
     }
-    for pod in ["writer-a", "writer-b", "non-root"] {
+    for pod in ["writer-b", "non-root"] {
         wait_pod_ready(&c, pod).await?;
     }
-    s.timing("three pods on one claim created to Ready", t0);
+    s.timing(
+        "two more pods on the claim created to Ready (publish only)",
+        t0,
+    );
 
     // Each writer reads the other's file.
     wait_for("each pod reads the other's file", SHORT, POLL, || async {
