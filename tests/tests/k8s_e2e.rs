@@ -195,26 +195,8 @@ impl Suite {
         let t0 = Instant::now();
         c.kubectl(&["apply", "-k", &dir.display().to_string()])
             .await?;
-        c.kubectl(&[
-            "-n",
-            DRIVER_NS,
-            "rollout",
-            "status",
-            "daemonset/gluster-csi-node",
-            "--timeout=180s",
-        ])
-        .await
-        .with_context(|| pods_report_blocking(c, DRIVER_NS))?;
-        c.kubectl(&[
-            "-n",
-            DRIVER_NS,
-            "rollout",
-            "status",
-            "deployment/gluster-csi-controller",
-            "--timeout=180s",
-        ])
-        .await
-        .with_context(|| pods_report_blocking(c, DRIVER_NS))?;
+        rolled_out(c, "daemonset/gluster-csi-node").await?;
+        rolled_out(c, "deployment/gluster-csi-controller").await?;
         wait_for(
             "kubelet lists the driver in the CSINode",
             SHORT,
@@ -347,6 +329,15 @@ secretGenerator:
     );
     std::fs::write(dir.join("kustomization.yaml"), yaml)?;
     Ok(dir)
+}
+
+/// Waits until the rollout of `what` (`daemonset/NAME`, `deployment/NAME`) in the driver's
+/// namespace is done.
+async fn rolled_out(c: &Cluster, what: &str) -> Result<()> {
+    c.kubectl(&["-n", DRIVER_NS, "rollout", "status", what, "--timeout=240s"])
+        .await
+        .map(drop)
+        .with_context(|| pods_report_blocking(c, DRIVER_NS))
 }
 
 async fn driver_registered(c: &Cluster) -> bool {
@@ -643,11 +634,7 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
     .await?;
     s.timing("node plugin pod deleted to a new one Ready", t0);
     writers_went_on(&c, &pods, &mark).await?;
-    ensure!(
-        fuse_clients(&volume) == clients,
-        "the FUSE clients of {volume} changed across the pod deletion: {clients:?} -> {:?}",
-        fuse_clients(&volume)
-    );
+    same_clients(&volume, &clients, "the pod deletion")?;
     // The new plugin adopted the mount: a new pod on the claim is published by it.
     adopt_check(&c, &s, "after-delete").await?;
 
@@ -662,24 +649,12 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
         "daemonset/gluster-csi-node",
     ])
     .await?;
-    c.kubectl(&[
-        "-n",
-        DRIVER_NS,
-        "rollout",
-        "status",
-        "daemonset/gluster-csi-node",
-        "--timeout=240s",
-    ])
-    .await?;
+    rolled_out(&c, "daemonset/gluster-csi-node").await?;
     let rolled = node_plugin_pod(&c).await?;
     ensure!(rolled != new, "the rollout left the pod {new} in place");
     s.timing("node plugin rollout restart to done", t0);
     writers_went_on(&c, &pods, &mark).await?;
-    ensure!(
-        fuse_clients(&volume) == clients,
-        "the FUSE clients of {volume} changed across the rollout: {clients:?} -> {:?}",
-        fuse_clients(&volume)
-    );
+    same_clients(&volume, &clients, "the rollout")?;
     adopt_check(&c, &s, "after-rollout").await?;
     stats_healthy(&c, &pv, "writer-a").await?;
 
@@ -690,12 +665,18 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
     s.tb.gluster(0, &["volume", "set", &volume, "performance.nl-cache", "on"])
         .await?;
     writers_went_on(&c, &pods, &mark).await?;
-    ensure!(
-        fuse_clients(&volume) == clients,
-        "the FUSE clients of {volume} changed across the graph switch: {clients:?} -> {:?}",
-        fuse_clients(&volume)
-    );
+    same_clients(&volume, &clients, "the graph switch")?;
     no_io_errors(&c, &pods).await
+}
+
+/// The node's FUSE clients of `volume` are still `clients` after `what`.
+fn same_clients(volume: &str, clients: &BTreeSet<u32>, what: &str) -> Result<()> {
+    let now = fuse_clients(volume);
+    ensure!(
+        &now == clients,
+        "the FUSE clients of {volume} changed across {what}: {clients:?} -> {now:?}"
+    );
+    Ok(())
 }
 
 /// NodeGetVolumeStats through the plugin's socket on the node (as kubelet calls it) for
