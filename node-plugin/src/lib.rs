@@ -9,13 +9,15 @@
 //! (mount system calls under time limits), [`spawn`] (starting FUSE clients that outlive the
 //! plugin — `--fuse-launcher` — and what the DaemonSet needs for it), [`agent`] (the mount
 //! agent that starts them for a plugin in a PID namespace of its own), [`paths`] (request path
-//! checks), [`records`] (which Gluster volume a CSI volume id was staged from), [`error`].
+//! checks), [`records`] (which Gluster volume a CSI volume id was staged from), [`logs`] (client
+//! log rotation and bounded tails), [`error`].
 
 pub mod agent;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod identity;
+pub mod logs;
 pub mod mounter;
 pub mod mountinfo;
 pub mod node;

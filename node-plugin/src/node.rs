@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status};
 use crate::Config;
 use crate::context::VolumeContext;
 use crate::error::Error;
+use crate::logs;
 use crate::mounter::{self, Health, Prober};
 use crate::mountinfo::MountInfo;
 use crate::options::{self, MountFlags};
@@ -258,11 +259,8 @@ impl NodeService {
         staging: &Path,
     ) -> Result<(), Error> {
         let log = options::log_file(&self.config.state_dir, &ctx.volume);
-        if let Some(dir) = log.parent() {
-            mounter::create_dir(dir).await?;
-        }
+        let log_start = logs::prepare(&log).await?;
         crate::spawn::retire_stale_clients(staging, STALE_CLIENT_WAIT).await;
-        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let auto = self.auto_unmount.load(Ordering::Relaxed) && !flags.has_key("auto_unmount");
         let source = ctx.source();
         let opts = options::stage_options(ctx, flags, &log, auto);
@@ -292,7 +290,7 @@ impl NodeService {
             first
         };
         self.clean_failed_mount(staging).await;
-        let mut tail = log_tail(&log, log_start, LOG_TAIL_LINES);
+        let mut tail = logs::tail_async(&log, log_start, LOG_TAIL_LINES).await;
         if tail.is_empty() {
             // The mount agent read the log where it ran the mount.
             tail = last.log_tail.clone();
@@ -586,22 +584,6 @@ async fn staging_dir_exists(staging: &Path) -> Result<bool, Error> {
     .await
 }
 
-/// The last `lines` lines the client logged after byte `from` of `log`.
-fn log_tail(log: &Path, from: u64, lines: usize) -> String {
-    let Ok(bytes) = std::fs::read(log) else {
-        return String::new();
-    };
-    let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let keep = all.len().saturating_sub(lines);
-    all[keep..]
-        .iter()
-        .map(|l| l.chars().take(400).collect::<String>())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
 fn done<T>(what: &'static str, r: Result<T, Error>) -> Result<Response<T>, Status> {
     match r {
         Ok(v) => Ok(Response::new(v)),
@@ -774,21 +756,5 @@ mod tests {
         assert!(c.abnormal);
         assert!(c.message.contains("/t"), "{}", c.message);
         assert!(r.usage.is_empty());
-    }
-
-    #[test]
-    fn log_tail_reads_only_new_lines() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("v.log");
-        std::fs::write(&log, "old 1\nold 2\n").expect("write");
-        let start = std::fs::metadata(&log).expect("meta").len();
-        let mut text = std::fs::read_to_string(&log).expect("read");
-        for i in 0..8 {
-            text.push_str(&format!("new {i}\n"));
-        }
-        std::fs::write(&log, text).expect("write");
-        assert_eq!(log_tail(&log, start, 3), "new 5 | new 6 | new 7");
-        assert_eq!(log_tail(&log, 0, 2), "new 6 | new 7");
-        assert_eq!(log_tail(&dir.path().join("missing"), 0, 3), "");
     }
 }
