@@ -26,7 +26,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,8 +54,8 @@ const ANSWER_SLACK: Duration = Duration::from_secs(15);
 const MAX_CONCURRENT: usize = 16;
 /// Client log lines returned with an answer.
 const LOG_TAIL_LINES: usize = 5;
-/// Most bytes read from the end of a client log for the tail.
-const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// Limit for finding the size of the client log before a mount.
+const LOG_SIZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Options the plugin sets itself and the agent therefore checks by their own rules.
 const LOG_FILE: &str = "log-file";
@@ -447,10 +446,16 @@ async fn answer(stream: &mut UnixStream, config: &AgentConfig) -> Option<MountRe
 async fn run_mount(request: &MountRequest, config: &AgentConfig) -> MountResponse {
     let target = Path::new(&request.target);
     let log = request.log_file();
-    let log_start = log
-        .as_deref()
-        .and_then(|l| std::fs::metadata(l).ok())
-        .map_or(0, |m| m.len());
+    let log_start = match log.clone() {
+        Some(l) => {
+            crate::error::blocking("reading the client log size", LOG_SIZE_TIMEOUT, move || {
+                Ok(std::fs::metadata(&l).map_or(0, |m| m.len()))
+            })
+            .await
+            .unwrap_or(0)
+        }
+        None => 0,
+    };
     let mut cmd = tokio::process::Command::new(&config.mount_program);
     cmd.args(spawn::mount_args(&request.source, target, &request.options));
     let what = format!("mount -t glusterfs {} {}", request.source, request.target);
@@ -458,9 +463,7 @@ async fn run_mount(request: &MountRequest, config: &AgentConfig) -> MountRespons
     let response = match outcome {
         Ok(out) => {
             let log_tail = match log {
-                Some(l) => tokio::task::spawn_blocking(move || log_tail(&l, log_start))
-                    .await
-                    .unwrap_or_default(),
+                Some(l) => crate::logs::tail_async(&l, log_start, LOG_TAIL_LINES).await,
                 None => String::new(),
             };
             MountResponse::Ran {
@@ -502,30 +505,6 @@ async fn reply(mut stream: UnixStream, response: &MountResponse) {
     {
         tracing::warn!(error = %e, "cannot send the answer");
     }
-}
-
-/// The last lines `log` got after byte `from` (at most [`LOG_TAIL_BYTES`] read), joined with
-/// ` | `.
-fn log_tail(log: &Path, from: u64) -> String {
-    let Ok(mut file) = std::fs::File::open(log) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = from.max(len.saturating_sub(LOG_TAIL_BYTES)).min(len);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
-        .iter()
-        .map(|l| l.chars().take(400).collect::<String>())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
 
 #[cfg(test)]
@@ -778,23 +757,5 @@ mod tests {
         )
         .await;
         assert!(matches!(r, Err(Error::Agent(_))), "{r:?}");
-    }
-
-    #[test]
-    fn log_tail_reads_the_new_lines_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("v.log");
-        std::fs::write(&log, "old\n").expect("write");
-        let from = std::fs::metadata(&log).expect("meta").len();
-        let mut text = "old\n".to_owned();
-        for i in 0..7 {
-            text.push_str(&format!("new {i}\n"));
-        }
-        std::fs::write(&log, text).expect("write");
-        assert_eq!(
-            log_tail(&log, from),
-            "new 2 | new 3 | new 4 | new 5 | new 6"
-        );
-        assert_eq!(log_tail(&dir.path().join("missing.log"), 0), "");
     }
 }

@@ -25,6 +25,10 @@ pub enum Error {
     /// Another operation holds the volume or path.
     #[error("an operation on {0} is already in progress; retry later")]
     Busy(String),
+    /// The volume's mount is degraded (its client runs but cannot serve it now); it is left
+    /// alone and the call can be retried later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A blocking step did not finish in time.
     #[error("{what} did not finish within {after:?}")]
     Timeout {
@@ -100,6 +104,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Busy(_) => Code::Aborted,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::Mount { .. } => Code::Internal,
             Error::Sys { errno, .. } => match errno {
@@ -155,6 +160,7 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (Error::Busy("vol".into()), Code::Aborted),
+            (Error::Unavailable("bricks".into()), Code::Unavailable),
             (
                 Error::Timeout {
                     what: "statvfs".into(),

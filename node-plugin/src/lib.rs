@@ -6,16 +6,22 @@
 //!
 //! Modules: [`node`] (the CSI Node service), [`context`] (the `volume_context` keys shared with
 //! the controller), [`options`] (mount options), [`mountinfo`] (the mount table), [`mounter`]
-//! (mount system calls under time limits), [`spawn`] (starting FUSE clients that outlive the
-//! plugin — `--fuse-launcher` — and what the DaemonSet needs for it), [`agent`] (the mount
-//! agent that starts them for a plugin in a PID namespace of its own), [`paths`] (request path
-//! checks), [`records`] (which Gluster volume a CSI volume id was staged from), [`error`].
+//! (mount system calls under time limits), [`condition`] (whether a mount is healthy, degraded
+//! or dead, and so whether it may be remounted), [`clients`] (the `glusterfs` client processes,
+//! found through `/proc`), [`spawn`] (starting FUSE clients that outlive the plugin —
+//! `--fuse-launcher` — and what the DaemonSet needs for it), [`agent`] (the mount agent that
+//! starts them for a plugin in a PID namespace of its own), [`logs`] (client log rotation and
+//! bounded tails), [`paths`] (request path checks), [`records`] (which Gluster volume a CSI
+//! volume id was staged from), [`error`].
 
 pub mod agent;
+pub mod clients;
+pub mod condition;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod identity;
+pub mod logs;
 pub mod mounter;
 pub mod mountinfo;
 pub mod node;

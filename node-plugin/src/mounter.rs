@@ -175,42 +175,20 @@ impl Usage {
     }
 }
 
-/// The state of a mount as seen by `statvfs`.
+/// The state of a mount as seen by `statvfs` alone; [`crate::condition`] says what it means
+/// together with the state of the mount's client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
     /// It answered.
     Alive(Usage),
-    /// It answered with an error that means its client or server is gone.
+    /// It answered with an error that means its client or its servers are gone (the kernel
+    /// answers ENOTCONN for a FUSE connection without a server; a client without bricks
+    /// answers ENOTCONN or EIO too).
     Dead(Errno),
     /// It answered with another error.
     Failed(Errno),
     /// It did not answer within the limit (or an earlier probe of it is still stuck).
     Hung(Duration),
-}
-
-impl Health {
-    /// Whether the mount needs to be remounted or reported abnormal.
-    pub fn is_broken(&self) -> bool {
-        !matches!(self, Self::Alive(_))
-    }
-
-    /// A sentence for VOLUME_CONDITION and logs.
-    pub fn describe(&self, path: &Path) -> String {
-        let p = path.display();
-        match self {
-            Self::Alive(_) => format!("{p} is healthy"),
-            Self::Dead(e) => format!(
-                "{p} is not served any more ({}): the Gluster client of this mount is gone or \
-                 cannot reach the servers; the next NodeStage/NodePublish remounts it",
-                e.desc()
-            ),
-            Self::Failed(e) => format!("statvfs of {p} failed: {}", e.desc()),
-            Self::Hung(after) => format!(
-                "{p} did not answer statvfs within {after:?}: the Gluster servers may be \
-                 unreachable"
-            ),
-        }
-    }
 }
 
 /// Error numbers that mean a network or FUSE file system lost its server side.
@@ -294,19 +272,13 @@ mod tests {
     }
 
     #[test]
-    fn dead_errnos_are_broken_and_described() {
-        for e in [Errno::ENOTCONN, Errno::EIO, Errno::ESTALE] {
-            assert!(means_dead(e));
-            let h = Health::Dead(e);
-            assert!(h.is_broken());
-            assert!(h.describe(Path::new("/m")).contains("/m"));
+    fn connection_errnos_mean_the_server_side_is_gone() {
+        for e in [Errno::ENOTCONN, Errno::EIO, Errno::ESTALE, Errno::ETIMEDOUT] {
+            assert!(means_dead(e), "{e}");
         }
-        assert!(!means_dead(Errno::ENOENT));
-        assert!(
-            Health::Hung(Duration::from_secs(5))
-                .describe(Path::new("/m"))
-                .contains("5s")
-        );
+        for e in [Errno::ENOENT, Errno::EACCES, Errno::EOVERFLOW] {
+            assert!(!means_dead(e), "{e}");
+        }
     }
 
     #[test]

@@ -3,12 +3,19 @@
 //! - **NodeStageVolume** mounts the Gluster volume once per node at the staging path with the
 //!   FUSE client ([`crate::spawn`] keeps that client alive across plugin restarts).
 //! - **NodePublishVolume** bind-mounts the staging mount into the pod's target path, read-only
-//!   through a remount pass when asked. If the staging mount is dead (its client was killed),
-//!   it is remounted first and the target rebound: the repair path.
-//! - **NodeUnpublishVolume / NodeUnstageVolume** unmount (lazily when busy) and remove the
-//!   directory; a missing or unmounted path is success.
+//!   through a remount pass when asked. If the staging mount is dead (no client serves it any
+//!   more), it is remounted first and the target rebound: the repair path.
+//! - **NodeUnpublishVolume** unmounts (lazily when busy) and removes the directory; a missing or
+//!   unmounted path is success.
+//! - **NodeUnstageVolume** does the same for the staging path, but refuses (FAILED_PRECONDITION)
+//!   while the volume is still mounted elsewhere under kubelet's directory (published targets):
+//!   their client would keep running with nothing mounted at the staging path.
 //! - **NodeGetVolumeStats** reports bytes and inodes from `statvfs`, and VOLUME_CONDITION
-//!   abnormal when the mount is dead or does not answer in time.
+//!   abnormal, with the cause, when the mount is degraded or dead.
+//!
+//! Healthy, degraded or dead is decided in one place, [`crate::condition`]: a mount whose
+//! client still runs is degraded, never remounted nor its client killed; stage and publish
+//! then answer UNAVAILABLE.
 //!
 //! No decision depends on memory: each call reads `/proc/self/mountinfo`, so a restarted plugin
 //! carries on with the mounts an earlier one made. Calls on the same volume or path are
@@ -36,9 +43,12 @@ use nix::mount::MsFlags;
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::clients::{self, ProcessView};
+use crate::condition::{self, Condition, Inspector};
 use crate::context::VolumeContext;
 use crate::error::Error;
-use crate::mounter::{self, Health, Prober};
+use crate::logs;
+use crate::mounter::{self, Prober};
 use crate::mountinfo::MountInfo;
 use crate::options::{self, MountFlags};
 use crate::paths::{self, Field};
@@ -56,7 +66,8 @@ const LOG_TAIL_LINES: usize = 5;
 pub struct NodeService {
     config: Arc<Config>,
     launcher: Arc<ClientLauncher>,
-    prober: Prober,
+    inspector: Inspector,
+    view: ProcessView,
     records: Records,
     locks: OperationLocks,
     /// Cleared once a client rejects `auto_unmount`.
@@ -135,11 +146,20 @@ impl NodeService {
             &config.fuse_cgroups,
             config.mount_timeout,
         ));
+        let view = ProcessView::detect();
+        if !view.sees_all {
+            tracing::warn!(
+                "the plugin cannot see every process of the node (no host PID namespace): a \
+                 mount that answers with a connection error is taken as dead, since whether \
+                 its client still runs cannot be told"
+            );
+        }
         Self {
             records: Records::new(&config.state_dir),
             config,
             launcher,
-            prober: Prober::new(STATS_TIMEOUT),
+            inspector: Inspector::new(Prober::new(STATS_TIMEOUT), view),
+            view,
             locks: OperationLocks::default(),
             auto_unmount: AtomicBool::new(true),
         }
@@ -202,7 +222,8 @@ impl NodeService {
             .map(|_| ())
     }
 
-    /// Makes `staging` a live mount of `ctx`'s volume; returns its mount table entry.
+    /// Makes `staging` a live mount of `ctx`'s volume; returns its mount table entry. A dead
+    /// mount there is replaced, a degraded one is left alone (UNAVAILABLE).
     async fn ensure_staged(
         &self,
         volume_id: &str,
@@ -213,25 +234,30 @@ impl NodeService {
         let table = mounter::mount_table().await?;
         if let Some(m) = table.at(staging) {
             check_same_volume(m, staging, &ctx.volume)?;
-            match self.prober.probe(staging).await {
-                Health::Alive(_) => {
+            match self.inspector.assess(&table, m).await {
+                Condition::Healthy(_) => {
                     tracing::debug!("already staged");
                     self.records.put(volume_id, &ctx.volume).await?;
                     return Ok(m.clone());
                 }
-                h @ Health::Dead(_) => {
-                    tracing::warn!(reason = %h.describe(staging), "staging mount is dead; remounting");
+                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
+                Condition::Dead(cause) => {
+                    tracing::warn!(reason = %cause, "staging mount is dead; remounting");
                     mounter::unmount_all(staging).await?;
                 }
-                h @ Health::Hung(_) => {
-                    return Err(Error::Timeout {
-                        what: h.describe(staging),
-                        after: STATS_TIMEOUT,
-                    });
-                }
-                Health::Failed(e) => return Err(Error::sys("statvfs of", staging, e)),
             }
         }
+        self.mount_fresh(volume_id, staging, ctx, flags).await
+    }
+
+    /// Mounts `ctx`'s volume at `staging`, where nothing is mounted; returns its entry.
+    async fn mount_fresh(
+        &self,
+        volume_id: &str,
+        staging: &Path,
+        ctx: &VolumeContext,
+        flags: &MountFlags,
+    ) -> Result<MountInfo, Error> {
         mounter::create_dir(staging).await?;
         self.mount_volume(ctx, flags, staging).await?;
         let table = mounter::mount_table().await?;
@@ -258,11 +284,8 @@ impl NodeService {
         staging: &Path,
     ) -> Result<(), Error> {
         let log = options::log_file(&self.config.state_dir, &ctx.volume);
-        if let Some(dir) = log.parent() {
-            mounter::create_dir(dir).await?;
-        }
-        crate::spawn::retire_stale_clients(staging, STALE_CLIENT_WAIT).await;
-        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let log_start = logs::prepare(&log).await?;
+        clients::retire_stale(staging, STALE_CLIENT_WAIT, self.view).await;
         let auto = self.auto_unmount.load(Ordering::Relaxed) && !flags.has_key("auto_unmount");
         let source = ctx.source();
         let opts = options::stage_options(ctx, flags, &log, auto);
@@ -292,7 +315,7 @@ impl NodeService {
             first
         };
         self.clean_failed_mount(staging).await;
-        let mut tail = log_tail(&log, log_start, LOG_TAIL_LINES);
+        let mut tail = logs::tail_async(&log, log_start, LOG_TAIL_LINES).await;
         if tail.is_empty() {
             // The mount agent read the log where it ran the mount.
             tail = last.log_tail.clone();
@@ -321,7 +344,7 @@ impl NodeService {
     /// After a failed mount: lets the client of the attempt exit (it unmounts what it mounted
     /// when it gives up), then removes any mount it left behind.
     async fn clean_failed_mount(&self, staging: &Path) {
-        crate::spawn::retire_stale_clients(staging, STALE_CLIENT_WAIT).await;
+        clients::retire_stale(staging, STALE_CLIENT_WAIT, self.view).await;
         if let Err(e) = mounter::unmount_all(staging).await {
             tracing::warn!(error = %e, "cannot remove what a failed mount left behind");
         }
@@ -336,6 +359,21 @@ impl NodeService {
         )?;
         let _guards = self.lock(&[Self::volume_key(&req.volume_id), Self::path_key(&staging)])?;
         let staging = mounter::resolve(&staging).await?;
+        let table = mounter::mount_table().await?;
+        if let Some(m) = table.at(&staging) {
+            let others = condition::other_mounts(&table, m, self.config.kubelet_dir.as_deref());
+            if !others.is_empty() {
+                let list: Vec<String> = others.iter().map(|p| p.display().to_string()).collect();
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {} is still mounted at {}; unpublish it there first (unstaging now \
+                     would leave its Gluster client serving those mounts with nothing at the \
+                     staging path {})",
+                    req.volume_id,
+                    list.join(", "),
+                    staging.display()
+                )));
+            }
+        }
         mounter::unmount_all(&staging).await?;
         mounter::remove_dir(&staging).await?;
         self.records.remove(&req.volume_id).await?;
@@ -383,11 +421,39 @@ impl NodeService {
                 return Ok(());
             }
             if t.is_glusterfs() && t.gluster_volume() == staged.gluster_volume() {
-                tracing::warn!(
-                    target = %target.display(),
-                    "target is bound to an earlier, dead mount of this volume; rebinding"
-                );
-                mounter::unmount_all(&target).await?;
+                // Bound to another FUSE connection of the volume: an earlier mount.
+                match self.inspector.assess(&table, t).await {
+                    Condition::Dead(cause) => {
+                        tracing::warn!(
+                            target = %target.display(), reason = %cause,
+                            "target is bound to an earlier, dead mount of this volume; rebinding"
+                        );
+                        mounter::unmount_all(&target).await?;
+                    }
+                    Condition::Degraded(cause) => {
+                        return Err(degraded(&req.volume_id, t, &cause));
+                    }
+                    Condition::Healthy(_) if t.read_only() == read_only => {
+                        tracing::info!(
+                            target = %target.display(),
+                            "already published from an earlier mount of this volume that still \
+                             serves; left as it is"
+                        );
+                        return Ok(());
+                    }
+                    Condition::Healthy(_) => {
+                        return Err(Error::AlreadyExists(format!(
+                            "{} is already published {} from an earlier mount of the volume; \
+                             unpublish it first",
+                            target.display(),
+                            if t.read_only() {
+                                "read-only"
+                            } else {
+                                "read-write"
+                            }
+                        )));
+                    }
+                }
             } else {
                 return Err(Error::AlreadyExists(format!(
                     "{} already holds a {} mount of {}",
@@ -430,8 +496,9 @@ impl NodeService {
         }
     }
 
-    /// The live staging mount for a publish; remounts it when its client died (repair). A
-    /// staging directory that does not exist means the volume was never staged.
+    /// The live staging mount for a publish; remounts it when it is dead (repair), refuses
+    /// when it is degraded. A staging directory that does not exist means the volume was never
+    /// staged.
     async fn live_staging(
         &self,
         volume_id: &str,
@@ -440,8 +507,7 @@ impl NodeService {
         flags: &MountFlags,
     ) -> Result<MountInfo, Error> {
         let table = mounter::mount_table().await?;
-        let current = table.at(staging).cloned();
-        if let Some(m) = &current {
+        if let Some(m) = table.at(staging) {
             if !m.is_glusterfs() {
                 return Err(Error::FailedPrecondition(format!(
                     "{} holds a {} mount, not a staged Gluster volume",
@@ -449,24 +515,27 @@ impl NodeService {
                     m.fstype
                 )));
             }
-            let health = self.prober.probe(staging).await;
-            if !health.is_broken() {
-                return Ok(m.clone());
+            match self.inspector.assess(&table, m).await {
+                Condition::Healthy(_) => return Ok(m.clone()),
+                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
+                Condition::Dead(cause) => {
+                    let ctx = VolumeContext::from_map(context)?;
+                    check_same_volume(m, staging, &ctx.volume)?;
+                    tracing::warn!(reason = %cause, "staging mount is dead; remounting it before publishing");
+                    mounter::unmount_all(staging).await?;
+                    return self.mount_fresh(volume_id, staging, &ctx, flags).await;
+                }
             }
-            tracing::warn!(reason = %health.describe(staging), "staging mount is broken; repairing it before publishing");
-        } else if !staging_dir_exists(staging).await? {
+        }
+        if !staging_dir_exists(staging).await? {
             return Err(Error::FailedPrecondition(format!(
                 "the volume is not staged at {}; call NodeStageVolume first",
                 staging.display()
             )));
-        } else {
-            tracing::warn!(staging = %staging.display(), "staging path is not mounted (its client may have died); restaging");
         }
+        tracing::warn!(staging = %staging.display(), "staging path is not mounted (its client may have died); restaging");
         let ctx = VolumeContext::from_map(context)?;
-        if let Some(m) = &current {
-            check_same_volume(m, staging, &ctx.volume)?;
-        }
-        self.ensure_staged(volume_id, staging, &ctx, flags).await
+        self.mount_fresh(volume_id, staging, &ctx, flags).await
     }
 
     async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<(), Error> {
@@ -517,15 +586,24 @@ impl NodeService {
                 req.volume_id
             )));
         }
-        let health = self.prober.probe(&path).await;
-        Ok(stats_response(&health, &path))
+        let condition = self.inspector.assess(&table, mount).await;
+        Ok(stats_response(&condition))
     }
 }
 
-fn stats_response(health: &Health, path: &Path) -> NodeGetVolumeStatsResponse {
+/// The error of a stage or publish that found the volume's mount degraded.
+fn degraded(volume_id: &str, m: &MountInfo, cause: &str) -> Error {
+    Error::Unavailable(format!(
+        "volume {volume_id} (Gluster volume {}) is degraded; its mount is left alone and the \
+         call can be retried: {cause}",
+        m.gluster_volume().unwrap_or(&m.source)
+    ))
+}
+
+fn stats_response(condition: &Condition) -> NodeGetVolumeStatsResponse {
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    match health {
-        Health::Alive(u) => NodeGetVolumeStatsResponse {
+    match condition {
+        Condition::Healthy(u) => NodeGetVolumeStatsResponse {
             usage: vec![
                 VolumeUsage {
                     available: to_i64(u.bytes_available),
@@ -545,11 +623,11 @@ fn stats_response(health: &Health, path: &Path) -> NodeGetVolumeStatsResponse {
                 message: "volume is mounted and answering".into(),
             }),
         },
-        broken => NodeGetVolumeStatsResponse {
+        Condition::Degraded(cause) | Condition::Dead(cause) => NodeGetVolumeStatsResponse {
             usage: Vec::new(),
             volume_condition: Some(VolumeCondition {
                 abnormal: true,
-                message: broken.describe(path),
+                message: cause.clone(),
             }),
         },
     }
@@ -584,22 +662,6 @@ async fn staging_dir_exists(staging: &Path) -> Result<bool, Error> {
         move || Ok(std::fs::symlink_metadata(&p).is_ok()),
     )
     .await
-}
-
-/// The last `lines` lines the client logged after byte `from` of `log`.
-fn log_tail(log: &Path, from: u64, lines: usize) -> String {
-    let Ok(bytes) = std::fs::read(log) else {
-        return String::new();
-    };
-    let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let keep = all.len().saturating_sub(lines);
-    all[keep..]
-        .iter()
-        .map(|l| l.chars().take(400).collect::<String>())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
 
 fn done<T>(what: &'static str, r: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -768,27 +830,15 @@ mod tests {
     }
 
     #[test]
-    fn stats_of_a_dead_mount_are_abnormal_with_a_message() {
-        let r = stats_response(&Health::Dead(nix::errno::Errno::ENOTCONN), Path::new("/t"));
-        let c = r.volume_condition.expect("condition");
-        assert!(c.abnormal);
-        assert!(c.message.contains("/t"), "{}", c.message);
-        assert!(r.usage.is_empty());
-    }
-
-    #[test]
-    fn log_tail_reads_only_new_lines() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("v.log");
-        std::fs::write(&log, "old 1\nold 2\n").expect("write");
-        let start = std::fs::metadata(&log).expect("meta").len();
-        let mut text = std::fs::read_to_string(&log).expect("read");
-        for i in 0..8 {
-            text.push_str(&format!("new {i}\n"));
+    fn stats_of_a_broken_mount_are_abnormal_with_the_cause() {
+        let dead = Condition::Dead("/t is not served any more".into());
+        let degraded = Condition::Degraded("/t answers while its client runs".into());
+        for c in [dead, degraded] {
+            let r = stats_response(&c);
+            let v = r.volume_condition.expect("condition");
+            assert!(v.abnormal);
+            assert_eq!(Some(v.message.as_str()), c.cause());
+            assert!(r.usage.is_empty());
         }
-        std::fs::write(&log, text).expect("write");
-        assert_eq!(log_tail(&log, start, 3), "new 5 | new 6 | new 7");
-        assert_eq!(log_tail(&log, 0, 2), "new 6 | new 7");
-        assert_eq!(log_tail(&dir.path().join("missing"), 0, 3), "");
     }
 }

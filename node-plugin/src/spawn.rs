@@ -629,63 +629,6 @@ fn prepare_cgroup(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Host pids (as seen through this `/proc`) of the `glusterfs` processes serving `mount_point`:
-/// the client and, with `auto_unmount`, its unmount watcher.
-pub fn client_pids(mount_point: &Path) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let want = mount_point.as_os_str().as_bytes();
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
-            let is_glusterfs = args
-                .next()
-                .and_then(|a| Path::new(std::ffi::OsStr::from_bytes(a)).file_name())
-                .is_some_and(|n| n.as_bytes() == b"glusterfs");
-            is_glusterfs && args.next_back() == Some(want)
-        })
-        .collect()
-}
-
-/// Before a path is mounted again: waits up to `wait` for `glusterfs` processes of an earlier
-/// mount of `mount_point` to exit, then kills those left. With `auto_unmount`, a dead client's
-/// watcher unmounts the mount point by path; were it still running, it could unmount the new
-/// mount. Call only when nothing is mounted at `mount_point`.
-pub async fn retire_stale_clients(mount_point: &Path, wait: Duration) {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = client_pids(mount_point);
-        if left.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            if !proc_pids_are_ours() {
-                tracing::warn!(
-                    pids = ?left, mount_point = %mount_point.display(),
-                    "stale Gluster client processes are still running; they are not in this \
-                     plugin's PID namespace, so it cannot signal them"
-                );
-                return;
-            }
-            for pid in left {
-                tracing::warn!(pid, mount_point = %mount_point.display(), "killing a stale Gluster client");
-                if let Ok(raw) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(raw),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,10 +765,5 @@ mod tests {
             assert_eq!(l.to_string(), text);
         }
         assert!("agent:tcp://1.2.3.4:1".parse::<FuseLauncher>().is_err());
-    }
-
-    #[test]
-    fn no_client_serves_a_path_that_is_not_mounted() {
-        assert!(client_pids(Path::new("/nonexistent/mount/point")).is_empty());
     }
 }

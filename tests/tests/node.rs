@@ -13,21 +13,27 @@
 //! once. No process can move a child out of its PID namespace (`setns` to an ancestor namespace
 //! is refused), so that plugin has its FUSE clients started by the mount agent the testbed runs
 //! in the root namespace (`--fuse-launcher agent:unix://…`). See `node-plugin/src/spawn.rs`.
+//!
+//! The degraded-volume trials (issue 21) need the DaemonSet's way: only a plugin in the host's
+//! PID namespace sees the clients, and so only it could kill one by mistake.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::volume_capability::access_mode::Mode;
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume};
 use csi_proto::v1::{
     NodeGetCapabilitiesRequest, NodeGetInfoRequest, NodeGetVolumeStatsRequest,
     NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeStageVolumeRequest,
-    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, volume_usage,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest, VolumeCapability,
+    volume_usage,
 };
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness, procs};
 use tonic::transport::Channel;
@@ -90,6 +96,16 @@ fn main() {
                 "hung_client_is_abnormal_within_one_call_and_stage_does_not_remount_it",
                 &tb,
                 hung_client_is_reported_without_hanging,
+            ),
+            harness::trial(
+                "bricks_down_is_degraded_not_dead_the_client_survives_and_io_resumes",
+                &tb,
+                bricks_down_is_degraded_not_dead,
+            ),
+            harness::trial(
+                "stopped_client_blocks_neither_probe_nor_other_volumes",
+                &tb,
+                stopped_client_blocks_nothing_else,
             ),
             harness::trial(
                 "single_writer_second_publish_is_failed_precondition",
@@ -281,6 +297,10 @@ impl Pod {
     async fn client(&self) -> Result<NodeClient<Channel>> {
         Ok(NodeClient::connect(format!("unix://{}", self.socket.display())).await?)
     }
+
+    async fn identity(&self) -> Result<IdentityClient<Channel>> {
+        Ok(IdentityClient::connect(format!("unix://{}", self.socket.display())).await?)
+    }
 }
 
 /// Where kubelet (rooted at `kubelet`) stages `volume`.
@@ -401,6 +421,172 @@ async fn delete_tmpfs_volume(tb: &Testbed, name: &str, mounts: &[(String, PathBu
         run(&["nsenter", "--target", pid, "--mount", "--", "umount", &d]).await?;
     }
     Ok(())
+}
+
+/// The pid files of the brick processes (`glusterfsd`) of `volume` on every host.
+fn brick_pid_files(tb: &Testbed, volume: &str) -> Vec<PathBuf> {
+    tb.hosts()
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h.run_dir.join("vols").join(volume)).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pid"))
+        .collect()
+}
+
+/// The running brick processes of `volume` on every host.
+fn brick_pids(tb: &Testbed, volume: &str) -> Vec<u32> {
+    brick_pid_files(tb, volume)
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
+        .filter(|p| procs::alive(*p))
+        .collect()
+}
+
+/// Kills every brick of `volume` at once (as a crash of the whole pool does) and waits until
+/// they are gone; returns their pids. Their pid files are removed as a crashed host would have
+/// none: glusterd takes a pid file whose process still exists for a running brick, and a
+/// killed brick may stay a zombie on a machine whose first process does not reap orphans, so
+/// `volume start force` would not restart it.
+async fn kill_bricks(tb: &Testbed, volume: &str) -> Result<Vec<u32>> {
+    let pids = brick_pids(tb, volume);
+    ensure!(
+        pids.len() == tb.hosts().len(),
+        "expected one brick process per host for {volume}, found {pids:?}"
+    );
+    for p in &pids {
+        procs::signal(*p, nix::sys::signal::Signal::SIGKILL);
+    }
+    let left = procs::wait_gone(&pids, Duration::from_secs(20)).await;
+    ensure!(left.is_empty(), "bricks survived SIGKILL: {left:?}");
+    for f in brick_pid_files(tb, volume) {
+        std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+    }
+    Ok(pids)
+}
+
+/// Stops `pid` (SIGSTOP) and waits until every thread of it is stopped: until then, a thread
+/// still running can answer a request of the mount.
+async fn stop_process(pid: u32) -> Result<()> {
+    procs::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let all_stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                stat.rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next())
+                    .is_some_and(|state| state == "T" || state == "t")
+            })
+        })
+    };
+    for _ in 0..200 {
+        if all_stopped() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("process {pid} did not stop within 2s")
+}
+
+/// What a [`Writer`] saw: each attempt's start time and outcome.
+type WriteLog = Arc<Mutex<Vec<(Instant, Result<(), String>)>>>;
+
+/// A program writing through a published target without pause: one new file per write, each
+/// attempt recorded with its start time and outcome.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: WriteLog,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(dir: PathBuf) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log: WriteLog = Arc::default();
+        let thread = {
+            let (stop, log) = (Arc::clone(&stop), Arc::clone(&log));
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let r = std::fs::write(dir.join(format!("w-{i}")), format!("write {i}\n"))
+                        .map_err(|e| e.to_string());
+                    let failed = r.is_err();
+                    if let Ok(mut l) = log.lock() {
+                        l.push((started, r));
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(if failed { 200 } else { 50 }));
+                }
+            })
+        };
+        Writer {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    /// Writes started at or after `since`: how many succeeded, how many failed, the first
+    /// error.
+    fn tally(&self, since: Instant) -> (usize, usize, Option<String>) {
+        let Ok(l) = self.log.lock() else {
+            return (0, 0, None);
+        };
+        let recent: Vec<&Result<(), String>> = l
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, r)| r)
+            .collect();
+        let ok = recent.iter().filter(|r| r.is_ok()).count();
+        let first_error = recent.iter().find_map(|r| r.as_ref().err().cloned());
+        (ok, recent.len() - ok, first_error)
+    }
+
+    /// Waits until a write started at or after `since` succeeded; returns when it started.
+    async fn wait_success_since(&self, since: Instant, limit: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let first = self.log.lock().ok().and_then(|l| {
+                l.iter()
+                    .find(|(t, r)| *t >= since && r.is_ok())
+                    .map(|(t, _)| *t)
+            });
+            if let Some(t) = first {
+                return Ok(t);
+            }
+            if Instant::now() >= deadline {
+                let (_, failed, first_error) = self.tally(since);
+                bail!(
+                    "no write succeeded within {limit:?} ({failed} failed, first error: \
+                     {first_error:?})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the writer and waits for its last write (which may wait for the mount).
+    async fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            io("stopping the writer", move || {
+                t.join()
+                    .map_err(|_| std::io::Error::other("the writer thread panicked"))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The volume context a PV would carry: every host, the first being the primary.
@@ -1308,17 +1494,18 @@ async fn hung_client_is_reported_without_hanging(tb: Arc<Testbed>) -> Result<()>
             .await?;
         let client = the_client(&v.staging())?;
         // A stopped client answers nothing: every request to the mount blocks.
-        procs::signal(client, nix::sys::signal::Signal::SIGSTOP);
         let outcome: Result<()> = async {
+            stop_process(client).await?;
             for round in 0..2 {
                 let s = v.stats(&mut c, &v.target("a")).await?;
                 let cond = s.volume_condition.context("condition")?;
                 ensure!(cond.abnormal, "round {round}: a hung mount reported normal");
                 ensure!(cond.message.contains("did not answer"), "{}", cond.message);
             }
+            // A client that runs but does not answer is degraded, not dead: left alone.
             let r = v.stage(&mut c, Mode::MultiNodeMultiWriter).await;
             ensure!(
-                code(r.clone()) == tonic::Code::DeadlineExceeded,
+                code(r.clone()) == tonic::Code::Unavailable,
                 "stage of a hung mount: {r:?}"
             );
             ensure!(procs::alive(client), "a hung client must not be replaced");
@@ -1340,6 +1527,306 @@ async fn hung_client_is_reported_without_hanging(tb: Arc<Testbed>) -> Result<()>
         ensure!(healthy, "still abnormal after SIGCONT");
         ensure!(the_client(&v.staging())? == client);
         v.clean_up(&mut c, &["a"]).await
+    }
+    .await;
+    pod.explain(r)
+}
+
+/// Issue 21, point 2. Every brick of a volume dies (a pool restart, a partition) while a pod
+/// writes through a published target. The client is alive and reconnects by itself, so a
+/// publish during the outage answers UNAVAILABLE and leaves it running, stats report the cause,
+/// unstage with a published target is refused; when the bricks are back, the writes resume
+/// through the same client.
+async fn bricks_down_is_degraded_not_dead(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "degraded", true).await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let v = Vol::new(&tb, &pod.kubelet, "npdegr").await?;
+        v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+        v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        let client = the_client(&v.staging())?;
+        let writer = Writer::start(v.target("a"));
+        writer
+            .wait_success_since(Instant::now(), STEP)
+            .await
+            .context("writes before the outage")?;
+
+        let killed = kill_bricks(&tb, "npdegr").await?;
+        let cut = Instant::now();
+        // The client sees its connections reset at once; the mount answers with an error.
+        let mut cause = String::new();
+        for _ in 0..300 {
+            let s = v.stats(&mut c, &v.target("a")).await?;
+            let cond = s.volume_condition.context("condition")?;
+            if cond.abnormal {
+                cause = cond.message;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            !cause.is_empty(),
+            "stats stayed normal with every brick down"
+        );
+        ensure!(
+            cause.contains(&format!("pid {client}")) && cause.contains("running"),
+            "the abnormal condition does not name the running client: {cause}"
+        );
+        let noticed = cut.elapsed();
+
+        let r = v
+            .publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+            .await;
+        let status = match r {
+            Err(s) if s.code() == tonic::Code::Unavailable => s,
+            other => bail!("publish with every brick down: {other:?}"),
+        };
+        ensure!(
+            status.message().contains(&v.id) && status.message().contains("bricks"),
+            "UNAVAILABLE does not name the volume and the cause: {}",
+            status.message()
+        );
+        ensure!(
+            mounts_at(&v.target("b")) == 0,
+            "b was bound during the outage"
+        );
+        let r = v.stage(&mut c, Mode::MultiNodeMultiWriter).await;
+        ensure!(
+            code(r.clone()) == tonic::Code::Unavailable,
+            "stage with every brick down: {r:?}"
+        );
+        let r = v.unstage(&mut c).await;
+        ensure!(
+            code(r.clone()) == tonic::Code::FailedPrecondition,
+            "unstage with a published target: {r:?}"
+        );
+        ensure!(
+            mounts_at(&v.staging()) == 1 && mounts_at(&v.target("a")) == 1,
+            "something was unmounted during the outage"
+        );
+        ensure!(
+            procs::alive(client) && the_client(&v.staging())? == client,
+            "the client was replaced or killed during the outage"
+        );
+        // The outage lasts until the pod's writes have failed a few times; a publish then
+        // is still refused and the client still the same.
+        for _ in 0..300 {
+            if writer.tally(cut).1 >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = v
+            .publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+            .await;
+        ensure!(
+            code(r.clone()) == tonic::Code::Unavailable,
+            "a later publish with every brick down: {r:?}"
+        );
+        ensure!(
+            procs::alive(client) && the_client(&v.staging())? == client,
+            "the client was replaced or killed during the outage"
+        );
+        let (ok_during, failed_during, first_error) = writer.tally(cut);
+        ensure!(
+            failed_during >= 5,
+            "the writes did not notice the outage: {ok_during} succeeded, {failed_during} failed"
+        );
+        let outage = cut.elapsed();
+
+        tb.gluster(0, &["volume", "start", "npdegr", "force"])
+            .await?;
+        let back = Instant::now();
+        let restarted = brick_pids(&tb, "npdegr");
+        ensure!(
+            restarted.len() == killed.len() && restarted.iter().all(|p| !killed.contains(p)),
+            "the bricks did not restart: {restarted:?} (killed {killed:?})"
+        );
+        let resumed = writer
+            .wait_success_since(back, STEP)
+            .await
+            .context("writes after the bricks came back")?;
+        ensure!(
+            procs::alive(client) && the_client(&v.staging())? == client,
+            "the writes resumed through another client"
+        );
+        let mut healthy = false;
+        for _ in 0..300 {
+            let s = v.stats(&mut c, &v.target("a")).await?;
+            if !s.volume_condition.context("condition")?.abnormal {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(healthy, "still abnormal with the bricks back");
+        v.publish(&mut c, "b", Mode::MultiNodeMultiWriter, false)
+            .await?;
+        write_file(v.target("b").join("after"), "after the outage").await?;
+        ensure!(read_file(v.target("a").join("after")).await? == "after the outage");
+
+        // Unstage while targets are published: refused, naming them; nothing unmounted.
+        let r = v.unstage(&mut c).await;
+        let status = match r {
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => s,
+            other => bail!("unstage with two published targets: {other:?}"),
+        };
+        for p in ["a", "b"] {
+            ensure!(
+                status
+                    .message()
+                    .contains(&v.target(p).display().to_string()),
+                "the refusal does not name target {p}: {}",
+                status.message()
+            );
+            ensure!(mounts_at(&v.target(p)) == 1, "{p} was unmounted");
+        }
+        ensure!(
+            mounts_at(&v.staging()) == 1,
+            "the staging mount was unmounted"
+        );
+        ensure!(the_client(&v.staging())? == client);
+        writer.stop().await?;
+        eprintln!(
+            "degraded: {} bricks killed; stats abnormal after {noticed:?}; during the \
+             {outage:?} outage {ok_during} writes succeeded, {failed_during} failed (first: \
+             {first_error:?}); writes resumed {:?} after `volume start force`; client pid \
+             {client} unchanged",
+            killed.len(),
+            resumed.saturating_duration_since(back)
+        );
+        v.clean_up(&mut c, &["a", "b"]).await
+    }
+    .await;
+    pod.explain(r)
+}
+
+/// Issue 21, point 3. One volume's client is stopped (SIGSTOP): everything on its mount
+/// blocks, and calls about it wait for their time limits. Meanwhile the plugin answers Probe
+/// and another volume's NodeGetVolumeStats within a second.
+async fn stopped_client_blocks_nothing_else(tb: Arc<Testbed>) -> Result<()> {
+    let pod = Pod::start(&tb, "stopped", true).await?;
+    let r: Result<()> = async {
+        let mut c = pod.client().await?;
+        let mut identity = pod.identity().await?;
+        let hung = Vol::new(&tb, &pod.kubelet, "npstop1").await?;
+        let other = Vol::new(&tb, &pod.kubelet, "npstop2").await?;
+        for v in [&hung, &other] {
+            v.stage(&mut c, Mode::MultiNodeMultiWriter).await?;
+            v.publish(&mut c, "a", Mode::MultiNodeMultiWriter, false)
+                .await?;
+        }
+        let client = the_client(&hung.staging())?;
+        let outcome: Result<()> = async {
+            stop_process(client).await?;
+            // A pod's process stuck on the hung mount (it finishes after SIGCONT).
+            let stuck = hung.target("a").join("stuck");
+            std::thread::spawn(move || {
+                let _ = std::fs::write(stuck, "x");
+            });
+            // Calls about the hung volume, in flight while the others are timed.
+            let mut pending = Vec::new();
+            for _ in 0..4 {
+                let mut c = c.clone();
+                let (id, target) = (hung.id.clone(), hung.target("a"));
+                pending.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let r = call(
+                        "NodeGetVolumeStats",
+                        c.node_get_volume_stats(NodeGetVolumeStatsRequest {
+                            volume_id: id,
+                            volume_path: target.display().to_string(),
+                            staging_target_path: String::new(),
+                        }),
+                    )
+                    .await;
+                    (started.elapsed(), r.map(|s| s.volume_condition))
+                }));
+            }
+            let publish = {
+                let mut c = c.clone();
+                let req = NodePublishVolumeRequest {
+                    volume_id: hung.id.clone(),
+                    staging_target_path: hung.staging().display().to_string(),
+                    target_path: hung.target("b").display().to_string(),
+                    volume_capability: Some(capability(Mode::MultiNodeMultiWriter, &[])),
+                    volume_context: hung.ctx.clone(),
+                    ..Default::default()
+                };
+                tokio::spawn(async move {
+                    call("NodePublishVolume", c.node_publish_volume(req))
+                        .await
+                        .map(|_| ())
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            let mut slowest_probe = Duration::ZERO;
+            let mut slowest_stats = Duration::ZERO;
+            for round in 0..10 {
+                let t = Instant::now();
+                let probe = tokio::time::timeout(STEP, identity.probe(ProbeRequest {}))
+                    .await
+                    .context("Probe hung")??
+                    .into_inner();
+                let took = t.elapsed();
+                ensure!(
+                    probe.ready == Some(true),
+                    "round {round}: not ready: {probe:?}"
+                );
+                ensure!(
+                    took < Duration::from_secs(1),
+                    "round {round}: Probe took {took:?}"
+                );
+                slowest_probe = slowest_probe.max(took);
+
+                let t = Instant::now();
+                let s = other.stats(&mut c, &other.target("a")).await?;
+                let took = t.elapsed();
+                let cond = s.volume_condition.context("condition")?;
+                ensure!(
+                    !cond.abnormal,
+                    "round {round}: the other volume: {}",
+                    cond.message
+                );
+                ensure!(
+                    took < Duration::from_secs(1),
+                    "round {round}: the other volume's NodeGetVolumeStats took {took:?}"
+                );
+                slowest_stats = slowest_stats.max(took);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+
+            let mut hung_stats = Vec::new();
+            for p in pending {
+                let (took, r) = p.await?;
+                let cond = r?.context("condition")?;
+                ensure!(
+                    cond.abnormal && cond.message.contains("did not answer"),
+                    "stats of the stopped volume (answered after {took:?}): {cond:?}"
+                );
+                hung_stats.push(took);
+            }
+            let r = publish.await?;
+            ensure!(
+                code(r.clone()) == tonic::Code::Unavailable,
+                "publish on the stopped volume: {r:?}"
+            );
+            ensure!(procs::alive(client), "the stopped client was killed");
+            eprintln!(
+                "stopped client: slowest Probe {slowest_probe:?}, slowest stats of the other \
+                 volume {slowest_stats:?} (10 rounds each); stats of the stopped volume took \
+                 {hung_stats:?}"
+            );
+            Ok(())
+        }
+        .await;
+        procs::signal(client, nix::sys::signal::Signal::SIGCONT);
+        outcome?;
+        ensure!(the_client(&hung.staging())? == client);
+        hung.clean_up(&mut c, &["a"]).await?;
+        other.clean_up(&mut c, &["a"]).await
     }
     .await;
     pod.explain(r)
