@@ -166,7 +166,10 @@ trap cleanup EXIT
 
 new_container() { # image -> container id, registered for cleanup
   local c
-  c=$(buildah from --pull=never -q "$1")
+  # --network none: the checks run offline, and buildah's default CNI network would add a
+  # cni-podman0 bridge on 10.88.0.0/16, the pod network of the k8s test cluster (and of many
+  # clusters), breaking the routes of the cluster's pods.
+  c=$(buildah from --pull=never --network none -q "$1")
   CONTAINERS+=("$c")
   echo "$c"
 }
