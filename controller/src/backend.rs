@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::gid;
+use crate::health::HeketiHealth;
 use crate::index::VolumeIndex;
 use crate::metrics::Metrics;
 use crate::params::{Credentials, DEFAULT_USER};
@@ -85,13 +86,17 @@ pub struct Backends {
     /// ListVolumes, GetCapacity).
     remembered: Mutex<HashMap<String, Credentials>>,
     metrics: Arc<Metrics>,
+    /// Every URL resolved is added to its checks.
+    health: Arc<HeketiHealth>,
 }
 
 impl Backends {
-    /// The backends of `config`, recording Heketi calls in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    /// The backends of `config`, recording Heketi calls in `metrics` and adding each URL used
+    /// to the `health` checks.
+    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<HeketiHealth>) -> Self {
         Self {
             metrics,
+            health,
             default: config.default_backend.clone(),
             request_timeout: config.request_timeout,
             operation_timeout: config.operation_timeout,
@@ -156,6 +161,7 @@ impl Backends {
             }
         };
         let client = self.client(&url, creds)?;
+        self.health.watch(&url);
         let state = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(states.entry(url).or_insert_with(|| {
@@ -229,7 +235,9 @@ mod tests {
 
     impl Backends {
         fn new_for_test(c: &Config) -> Self {
-            Self::new(c, Arc::new(Metrics::new()))
+            let metrics = Arc::new(Metrics::new());
+            let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
+            Self::new(c, metrics, health)
         }
     }
 
@@ -280,6 +288,11 @@ mod tests {
         let t3 = b.resolve(&url, None, no_default).expect("t3");
         assert!(Arc::ptr_eq(&t1.state, &t2.state));
         assert!(Arc::ptr_eq(&t1.state, &t3.state));
+        assert_eq!(
+            b.health.watched(),
+            std::collections::BTreeSet::from(["http://a:1".to_owned()]),
+            "a URL used is watched once"
+        );
         assert_eq!(
             b.clients.lock().map(|c| c.len()).unwrap_or(0),
             2,

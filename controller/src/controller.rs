@@ -38,6 +38,7 @@ use tracing::Instrument as _;
 use crate::Config;
 use crate::backend::{Backends, Target};
 use crate::error::{Error, Result};
+use crate::health::HeketiHealth;
 use crate::index::Summary;
 use crate::metrics::Metrics;
 use crate::names;
@@ -79,11 +80,23 @@ impl ControllerService {
         Self::with_metrics(config, Arc::new(Metrics::new()))
     }
 
-    /// A controller using `config` that records its calls in `metrics`.
+    /// A controller using `config` that records its calls in `metrics`. Nothing checks its
+    /// backends in the background.
     pub fn with_metrics(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
+        Self::with_parts(config, metrics, health)
+    }
+
+    /// A controller using `config` that records its calls in `metrics` and adds every backend
+    /// it uses to those `health` checks.
+    pub fn with_parts(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        health: Arc<HeketiHealth>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backends: Backends::new(&config, Arc::clone(&metrics)),
+                backends: Backends::new(&config, Arc::clone(&metrics), health),
                 locks: OperationLocks::default(),
                 metrics,
                 secrets: SecretReader::new(LazyClient::infer()),
