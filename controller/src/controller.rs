@@ -381,7 +381,7 @@ impl Inner {
         let reservation = target
             .state
             .index
-            .reserve_gid(&target.state.gids, range)
+            .reserve_gid(&target.state.gids, range, &plan.heketi_name)
             .await;
         let reservation = reservation.ok_or_else(|| {
             Error::ResourceExhausted(format!(
@@ -411,6 +411,7 @@ impl Inner {
         let info = match result {
             Ok(info) => info,
             Err(e) => {
+                let made_nothing = e.certainly_not_done();
                 let failure = Error::heketi(
                     format!(
                         "creating volume {} ({} GiB, {}) on {}",
@@ -421,11 +422,19 @@ impl Inner {
                     ),
                     e,
                 );
-                return self.after_failed_create(target, plan, failure).await;
+                let outcome = self.after_failed_create(target, plan, failure).await;
+                // Found after all, the volume is in the index now; certainly failed, nothing
+                // carries the gid. Otherwise Heketi may still make the volume with it.
+                if outcome.is_ok() || made_nothing {
+                    reservation.release();
+                } else {
+                    reservation.keep_unsettled();
+                }
+                return outcome;
             }
         };
         target.state.index.insert(Summary::from_info(&info)).await;
-        drop(reservation);
+        reservation.release();
         Ok(info)
     }
 
