@@ -1,7 +1,7 @@
 //! The Heketi backends the controller talks to: a client per (URL, user, key), and per URL the
 //! volume index, the gid reservations and the bound on concurrent operations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct BackendState {
     /// Gids given to creates still running.
     pub gids: gid::Reservations,
     permits: Arc<Semaphore>,
+    /// The ids of the backend's clusters, once read and not empty (see [`Target::clusters`]).
+    clusters: Mutex<Option<Arc<BTreeSet<String>>>>,
 }
 
 /// A resolved backend: where, how to authenticate, and its shared state.
@@ -54,6 +56,41 @@ impl Target {
         call: impl std::future::Future<Output = heketi_client::Result<T>>,
     ) -> heketi_client::Result<T> {
         self.metrics.heketi(operation, call).await
+    }
+
+    /// The ids (lowercase) of the backend's clusters: what tells one Heketi from another. Read
+    /// with `GET /clusters` the first time, or when `fresh`; an answer with clusters is kept
+    /// for the life of the process, an empty one is not (clusters may be added).
+    pub async fn clusters(&self, fresh: bool) -> heketi_client::Result<Arc<BTreeSet<String>>> {
+        if !fresh {
+            let kept = self
+                .state
+                .clusters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(kept) = kept {
+                return Ok(kept);
+            }
+        }
+        let listed = self
+            .heketi("cluster_list", self.client.cluster_list())
+            .await?;
+        let clusters: Arc<BTreeSet<String>> = Arc::new(
+            listed
+                .clusters
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+        );
+        if !clusters.is_empty() {
+            *self
+                .state
+                .clusters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&clusters));
+        }
+        Ok(clusters)
     }
 
     /// Waits for a free slot to run a mutating operation; `Busy` (UNAVAILABLE) when none frees
@@ -169,6 +206,7 @@ impl Backends {
                     index: VolumeIndex::default(),
                     gids: gid::Reservations::default(),
                     permits: Arc::new(Semaphore::new(self.max_inflight)),
+                    clusters: Mutex::default(),
                 })
             }))
         };

@@ -72,6 +72,8 @@ pub struct Summary {
     pub volume_type: VolumeType,
     /// Gid owning the volume root, if any.
     pub gid: Option<u32>,
+    /// Id of the Heketi cluster holding the volume.
+    pub cluster: String,
     /// The CSI volume context.
     pub context: HashMap<String, String>,
 }
@@ -85,6 +87,7 @@ impl Summary {
             size_gib: info.size,
             volume_type: VolumeType::from_durability(&info.durability),
             gid: u32::try_from(info.gid).ok().filter(|g| *g > 0),
+            cluster: info.cluster.to_ascii_lowercase(),
             context: volume_context(info),
         }
     }
