@@ -3,7 +3,8 @@
 //! Heketi reports every failure as plain text with an HTTP status (there is no JSON error
 //! envelope). This module is the only place in gluster-csi that looks at that text: the rest of
 //! the project asks [`Error::is_not_found`], [`Error::is_no_space`], [`Error::is_name_in_use`],
-//! [`Error::is_retryable`] and [`Error::is_unavailable`] instead.
+//! [`Error::is_retryable`], [`Error::is_unavailable`] and [`Error::certainly_not_done`]
+//! instead.
 
 use std::time::Duration;
 
