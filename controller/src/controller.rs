@@ -1288,7 +1288,8 @@ mod tests {
                 clusters: (503, "maintenance".into()),
                 ..Answers::heketi(&[], &[])
             };
-            let cases: Vec<(&str, Answers, Option<&str>, Option<(tonic::Code, &str)>)> = vec![
+            type Want = Option<(tonic::Code, &'static str)>;
+            let cases: Vec<(&str, Answers, Option<&str>, Want)> = vec![
                 (
                     "healthy, old id",
                     Answers::heketi(&[CLUSTER], &[]),
