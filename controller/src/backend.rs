@@ -1,7 +1,7 @@
 //! The Heketi backends the controller talks to: a client per (URL, user, key), and per URL the
 //! volume index, the gid reservations and the bound on concurrent operations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::gid;
+use crate::health::HeketiHealth;
 use crate::index::VolumeIndex;
 use crate::metrics::Metrics;
 use crate::params::{Credentials, DEFAULT_USER};
@@ -24,6 +25,8 @@ pub struct BackendState {
     /// Gids given to creates still running.
     pub gids: gid::Reservations,
     permits: Arc<Semaphore>,
+    /// The ids of the backend's clusters, once read and not empty (see [`Target::clusters`]).
+    clusters: Mutex<Option<Arc<BTreeSet<String>>>>,
 }
 
 /// A resolved backend: where, how to authenticate, and its shared state.
@@ -53,6 +56,41 @@ impl Target {
         call: impl std::future::Future<Output = heketi_client::Result<T>>,
     ) -> heketi_client::Result<T> {
         self.metrics.heketi(operation, call).await
+    }
+
+    /// The ids (lowercase) of the backend's clusters: what tells one Heketi from another. Read
+    /// with `GET /clusters` the first time, or when `fresh`; an answer with clusters is kept
+    /// for the life of the process, an empty one is not (clusters may be added).
+    pub async fn clusters(&self, fresh: bool) -> heketi_client::Result<Arc<BTreeSet<String>>> {
+        if !fresh {
+            let kept = self
+                .state
+                .clusters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(kept) = kept {
+                return Ok(kept);
+            }
+        }
+        let listed = self
+            .heketi("cluster_list", self.client.cluster_list())
+            .await?;
+        let clusters: Arc<BTreeSet<String>> = Arc::new(
+            listed
+                .clusters
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+        );
+        if !clusters.is_empty() {
+            *self
+                .state
+                .clusters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&clusters));
+        }
+        Ok(clusters)
     }
 
     /// Waits for a free slot to run a mutating operation; `Busy` (UNAVAILABLE) when none frees
@@ -85,13 +123,17 @@ pub struct Backends {
     /// ListVolumes, GetCapacity).
     remembered: Mutex<HashMap<String, Credentials>>,
     metrics: Arc<Metrics>,
+    /// Every URL resolved is added to its checks.
+    health: Arc<HeketiHealth>,
 }
 
 impl Backends {
-    /// The backends of `config`, recording Heketi calls in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    /// The backends of `config`, recording Heketi calls in `metrics` and adding each URL used
+    /// to the `health` checks.
+    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<HeketiHealth>) -> Self {
         Self {
             metrics,
+            health,
             default: config.default_backend.clone(),
             request_timeout: config.request_timeout,
             operation_timeout: config.operation_timeout,
@@ -156,6 +198,7 @@ impl Backends {
             }
         };
         let client = self.client(&url, creds)?;
+        self.health.watch(&url);
         let state = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(states.entry(url).or_insert_with(|| {
@@ -163,6 +206,7 @@ impl Backends {
                     index: VolumeIndex::default(),
                     gids: gid::Reservations::default(),
                     permits: Arc::new(Semaphore::new(self.max_inflight)),
+                    clusters: Mutex::default(),
                 })
             }))
         };
@@ -229,7 +273,9 @@ mod tests {
 
     impl Backends {
         fn new_for_test(c: &Config) -> Self {
-            Self::new(c, Arc::new(Metrics::new()))
+            let metrics = Arc::new(Metrics::new());
+            let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
+            Self::new(c, metrics, health)
         }
     }
 
@@ -280,6 +326,11 @@ mod tests {
         let t3 = b.resolve(&url, None, no_default).expect("t3");
         assert!(Arc::ptr_eq(&t1.state, &t2.state));
         assert!(Arc::ptr_eq(&t1.state, &t3.state));
+        assert_eq!(
+            b.health.watched(),
+            std::collections::BTreeSet::from(["http://a:1".to_owned()]),
+            "a URL used is watched once"
+        );
         assert_eq!(
             b.clients.lock().map(|c| c.len()).unwrap_or(0),
             2,

@@ -38,6 +38,7 @@ use tracing::Instrument as _;
 use crate::Config;
 use crate::backend::{Backends, Target};
 use crate::error::{Error, Result};
+use crate::health::HeketiHealth;
 use crate::index::Summary;
 use crate::metrics::Metrics;
 use crate::names;
@@ -79,11 +80,23 @@ impl ControllerService {
         Self::with_metrics(config, Arc::new(Metrics::new()))
     }
 
-    /// A controller using `config` that records its calls in `metrics`.
+    /// A controller using `config` that records its calls in `metrics`. Nothing checks its
+    /// backends in the background.
     pub fn with_metrics(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
+        Self::with_parts(config, metrics, health)
+    }
+
+    /// A controller using `config` that records its calls in `metrics` and adds every backend
+    /// it uses to those `health` checks.
+    pub fn with_parts(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        health: Arc<HeketiHealth>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backends: Backends::new(&config, Arc::clone(&metrics)),
+                backends: Backends::new(&config, Arc::clone(&metrics), health),
                 locks: OperationLocks::default(),
                 metrics,
                 secrets: SecretReader::new(LazyClient::infer()),
@@ -156,6 +169,89 @@ fn parse_existing_id(volume_id: &str) -> Result<VolumeId> {
         .ok_or_else(|| Error::NotFound(format!("volume {volume_id:?} does not exist")))
 }
 
+/// DeleteVolume got 404 for `id`: decides whether that means the volume is gone.
+///
+/// A 404 says only that whatever answered does not hold the volume. A misrouted request (the
+/// wrong Service, a proxy, a heketi-server whose state was emptied, another Heketi behind the
+/// same address) answers the same, and taking that for "deleted" would drop a PV whose Gluster
+/// volume lives on. So the 404 counts only when the backend shows that it is the one that
+/// created the volume:
+///
+/// 1. It answers `GET /clusters` with at least one cluster. A server that answers 404 there is
+///    not a Heketi API; a Heketi without clusters holds no volumes at all, so it cannot be the
+///    one that made this one.
+/// 2. When the id carries a cluster tag ([`VolumeId::cluster`], every id written since the tag
+///    exists, when it fits), one of those clusters has that tag: the volume's own cluster is
+///    here. Heketi refuses to delete a cluster that still holds volumes, so a Heketi that has
+///    the cluster but not the volume has deleted the volume.
+/// 3. `GET /volumes` succeeds and does not list the volume (DELETE's 404 was not a fluke of
+///    one route).
+///
+/// An id without a tag (written before it, a long `resturl`, a migrated PV) gets 1 and 3,
+/// which catch a wrong service and an emptied Heketi but not a second populated Heketi behind
+/// the address. The clusters are read once per backend and kept; a tag that matches none of
+/// them reads them again before it counts as a mismatch. Whatever fails is INTERNAL naming the
+/// URL and the reason, so the PV stays and the provisioner retries; a Heketi that cannot be
+/// reached is UNAVAILABLE as usual.
+async fn confirm_gone(target: &Target, id: &VolumeId) -> Result<()> {
+    let url = target.url();
+    let unsure = |why: String| {
+        Error::Unconfirmed(format!(
+            "Heketi {url} answered that volume {} does not exist, but the deletion cannot be \
+             confirmed: {why}; the PV is kept and the delete is retried. Check that {url} is \
+             the Heketi that created the volume",
+            id.heketi_id
+        ))
+    };
+    let context = || format!("confirming that volume {} is gone from {url}", id.heketi_id);
+    let clusters = match target.clusters(false).await {
+        Ok(c) => c,
+        Err(e) if e.is_not_found() => {
+            return Err(unsure(
+                "it answers 404 to GET /clusters, so it is not a Heketi API (a wrong Service \
+                 or a proxy?)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(Error::heketi(context(), e)),
+    };
+    if clusters.is_empty() {
+        return Err(unsure(
+            "it has no clusters, so it holds no volumes and cannot be the Heketi that created \
+             this one (was its state emptied?)"
+                .into(),
+        ));
+    }
+    if let Some(tag) = &id.cluster {
+        let has = |c: &std::collections::BTreeSet<String>| c.iter().any(|c| c.starts_with(tag));
+        if !has(&clusters) {
+            let fresh = target
+                .clusters(true)
+                .await
+                .map_err(|e| Error::heketi(context(), e))?;
+            if !has(&fresh) {
+                return Err(unsure(format!(
+                    "the volume was created in cluster {tag}…, which this Heketi does not have \
+                     (its clusters: {})",
+                    fresh.iter().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let listed = target
+        .heketi("volume_list", target.client.volume_list())
+        .await
+        .map_err(|e| Error::heketi(context(), e))?;
+    if listed
+        .volumes
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case(&id.heketi_id))
+    {
+        return Err(unsure("GET /volumes still lists it".into()));
+    }
+    Ok(())
+}
+
 /// Runs `work` in a task of its own, holding `guard` until it ends, and waits for it.
 async fn detached<T: Send + 'static>(
     guard: OperationGuard,
@@ -189,6 +285,7 @@ impl Inner {
         content_source: Option<VolumeContentSource>,
     ) -> Result<Volume> {
         let volume_id = VolumeId::new(reference.clone(), &info.id)
+            .in_cluster(&info.cluster)
             .encode()
             .map_err(|e| Error::invalid(e.to_string()))?;
         Ok(Volume {
@@ -368,7 +465,7 @@ impl Inner {
         let reservation = target
             .state
             .index
-            .reserve_gid(&target.state.gids, range)
+            .reserve_gid(&target.state.gids, range, &plan.heketi_name)
             .await;
         let reservation = reservation.ok_or_else(|| {
             Error::ResourceExhausted(format!(
@@ -398,6 +495,7 @@ impl Inner {
         let info = match result {
             Ok(info) => info,
             Err(e) => {
+                let made_nothing = e.certainly_not_done();
                 let failure = Error::heketi(
                     format!(
                         "creating volume {} ({} GiB, {}) on {}",
@@ -408,11 +506,19 @@ impl Inner {
                     ),
                     e,
                 );
-                return self.after_failed_create(target, plan, failure).await;
+                let outcome = self.after_failed_create(target, plan, failure).await;
+                // Found after all, the volume is in the index now; certainly failed, nothing
+                // carries the gid. Otherwise Heketi may still make the volume with it.
+                if outcome.is_ok() || made_nothing {
+                    reservation.release();
+                } else {
+                    reservation.keep_unsettled();
+                }
+                return outcome;
             }
         };
         target.state.index.insert(Summary::from_info(&info)).await;
-        drop(reservation);
+        reservation.release();
         Ok(info)
     }
 
@@ -594,6 +700,7 @@ impl Inner {
             {
                 Ok(()) => tracing::info!(heketi_id = %id.heketi_id, "volume deleted"),
                 Err(e) if e.is_not_found() => {
+                    confirm_gone(&target, &id).await?;
                     tracing::info!(heketi_id = %id.heketi_id, "volume already gone");
                 }
                 Err(e) => {
@@ -723,8 +830,13 @@ impl Inner {
             .backends
             .resolve(&id.backend, None, no_default_for_volume)?;
         let info = self.read_volume(&target, &id).await?;
+        // The id asked about, as it is: one written before the cluster tag stays without it.
+        let volume = Volume {
+            volume_id: req.volume_id,
+            ..Self::volume(&target.reference, &info, None)?
+        };
         Ok(ControllerGetVolumeResponse {
-            volume: Some(Self::volume(&target.reference, &info, None)?),
+            volume: Some(volume),
             status: Some(controller_get_volume_response::VolumeStatus::default()),
         })
     }
@@ -771,6 +883,7 @@ impl Inner {
         let mut entries = Vec::with_capacity(page.len());
         for s in page {
             let volume_id = VolumeId::new(BackendRef::Default, &s.id)
+                .in_cluster(&s.cluster)
                 .encode()
                 .map_err(|e| Error::Internal(e.to_string()))?;
             entries.push(list_volumes_response::Entry {
@@ -1060,5 +1173,244 @@ mod tests {
     fn unparsable_ids_are_not_found() {
         let e = parse_existing_id("fake-vol-id-xxxxxxxxxx").expect_err("garbage");
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    mod delete_confirmation {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::net::TcpListener;
+
+        use super::*;
+        use crate::config::Backend;
+
+        const VOLUME: &str = "0123456789abcdef0123456789abcdef";
+        const CLUSTER: &str = "c0ffee00aaaaaaaaaaaaaaaaaaaaaaaa";
+
+        /// What the stub answers, by route.
+        #[derive(Clone)]
+        struct Answers {
+            clusters: (u16, String),
+            volumes: (u16, String),
+        }
+
+        impl Answers {
+            fn heketi(clusters: &[&str], volumes: &[&str]) -> Self {
+                Self {
+                    clusters: (200, serde_json::json!({ "clusters": clusters }).to_string()),
+                    volumes: (200, serde_json::json!({ "volumes": volumes }).to_string()),
+                }
+            }
+        }
+
+        /// An HTTP server standing in for Heketi: DELETE of a volume answers 404 as Heketi does
+        /// for an unknown id, `GET /clusters` and `GET /volumes` what `answers` say, anything
+        /// else 404. One request per connection. Returns its URL and the count of
+        /// `GET /clusters` requests.
+        async fn stub(answers: Answers) -> (String, Arc<AtomicUsize>) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let cluster_reads = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&cluster_reads);
+            tokio::spawn(async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let mut first = text.split_whitespace();
+                    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                    let (status, body) = match (method, path) {
+                        ("GET", "/clusters") => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            answers.clusters.clone()
+                        }
+                        ("GET", "/volumes") => answers.volumes.clone(),
+                        _ => (404, "Id not found".to_owned()),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                }
+            });
+            (url, cluster_reads)
+        }
+
+        fn target(url: &str) -> Target {
+            let config = Config {
+                endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
+                driver_name: "gluster.heketi.csi".into(),
+                metrics_address: None,
+                default_backend: Some(Backend {
+                    url: url.into(),
+                    user: "admin".into(),
+                    key: None,
+                }),
+                request_timeout: Duration::from_secs(2),
+                operation_timeout: Duration::from_secs(2),
+                retry_budget: Duration::ZERO,
+                max_inflight: 2,
+            };
+            let metrics = Arc::new(Metrics::new());
+            let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
+            let backends = Backends::new(&config, metrics, health);
+            backends
+                .resolve(&BackendRef::Default, None, no_default_for_volume)
+                .expect("target")
+        }
+
+        fn id(tag: Option<&str>) -> VolumeId {
+            let id = VolumeId::new(BackendRef::Default, VOLUME);
+            match tag {
+                Some(c) => id.in_cluster(c),
+                None => id,
+            }
+        }
+
+        /// Each row: what the backend answers, the id's cluster, and the outcome (`None` for
+        /// OK, else the code and a phrase of the message).
+        #[tokio::test]
+        async fn a_404_counts_only_from_the_volumes_heketi() {
+            let foreign = "deadbeef00000000000000000000000";
+            let not_heketi = Answers {
+                clusters: (404, "404 page not found".into()),
+                volumes: (404, "404 page not found".into()),
+            };
+            let busy = Answers {
+                clusters: (503, "maintenance".into()),
+                ..Answers::heketi(&[], &[])
+            };
+            type Want = Option<(tonic::Code, &'static str)>;
+            let cases: Vec<(&str, Answers, Option<&str>, Want)> = vec![
+                (
+                    "healthy, old id",
+                    Answers::heketi(&[CLUSTER], &[]),
+                    None,
+                    None,
+                ),
+                (
+                    "healthy, tagged id",
+                    Answers::heketi(&["1111", CLUSTER], &["ffff"]),
+                    Some(CLUSTER),
+                    None,
+                ),
+                (
+                    "404 everywhere",
+                    not_heketi,
+                    None,
+                    Some((tonic::Code::Internal, "not a Heketi API")),
+                ),
+                (
+                    "no clusters",
+                    Answers::heketi(&[], &[]),
+                    None,
+                    Some((tonic::Code::Internal, "has no clusters")),
+                ),
+                (
+                    "another Heketi",
+                    Answers::heketi(&[foreign], &[]),
+                    Some(CLUSTER),
+                    Some((tonic::Code::Internal, "cluster c0ffee00")),
+                ),
+                (
+                    "still listed",
+                    Answers::heketi(&[CLUSTER], &[VOLUME]),
+                    None,
+                    Some((tonic::Code::Internal, "still lists it")),
+                ),
+                (
+                    "clusters unavailable",
+                    busy,
+                    None,
+                    Some((tonic::Code::Unavailable, "confirming")),
+                ),
+            ];
+            for (what, answers, tag, want) in cases {
+                let (url, _) = stub(answers).await;
+                let got = confirm_gone(&target(&url), &id(tag)).await;
+                match (got, want) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some((code, phrase))) => {
+                        let s = tonic::Status::from(e);
+                        assert_eq!(s.code(), code, "{what}: {s:?}");
+                        assert!(s.message().contains(phrase), "{what}: {s:?}");
+                        assert!(s.message().contains(&url), "{what}: {s:?}");
+                    }
+                    (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+
+        #[tokio::test]
+        async fn clusters_are_read_once_and_again_on_a_tag_miss() {
+            let (url, reads) = stub(Answers::heketi(&[CLUSTER], &[])).await;
+            let t = target(&url);
+            for _ in 0..3 {
+                confirm_gone(&t, &id(Some(CLUSTER))).await.expect("gone");
+            }
+            assert_eq!(reads.load(Ordering::SeqCst), 1, "read once, then kept");
+            let miss = id(Some("0badc0de00000000000000000000000"));
+            let e = confirm_gone(&t, &miss)
+                .await
+                .expect_err("not this Heketi's");
+            assert_eq!(e.code(), tonic::Code::Internal);
+            assert_eq!(reads.load(Ordering::SeqCst), 2, "a miss reads them again");
+        }
+
+        #[tokio::test]
+        async fn an_empty_answer_is_not_kept() {
+            let (url, reads) = stub(Answers::heketi(&[], &[])).await;
+            let t = target(&url);
+            for _ in 0..2 {
+                assert!(confirm_gone(&t, &id(None)).await.is_err());
+            }
+            assert_eq!(reads.load(Ordering::SeqCst), 2);
+        }
+
+        #[tokio::test]
+        async fn delete_volume_of_a_missing_volume_on_a_backend_without_clusters_is_internal() {
+            let (url, _) = stub(Answers::heketi(&[], &[])).await;
+            let config = Config {
+                endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
+                driver_name: "gluster.heketi.csi".into(),
+                metrics_address: None,
+                default_backend: Some(Backend {
+                    url: url.clone(),
+                    user: "admin".into(),
+                    key: None,
+                }),
+                request_timeout: Duration::from_secs(2),
+                operation_timeout: Duration::from_secs(2),
+                retry_budget: Duration::ZERO,
+                max_inflight: 2,
+            };
+            let svc = ControllerService::new(Arc::new(config));
+            let request = |volume_id: String| {
+                Request::new(DeleteVolumeRequest {
+                    volume_id,
+                    secrets: HashMap::new(),
+                })
+            };
+            let encoded = id(None).encode().expect("id");
+            let s = Controller::delete_volume(&svc, request(encoded))
+                .await
+                .expect_err("unconfirmed");
+            assert_eq!(s.code(), tonic::Code::Internal, "{s:?}");
+            assert!(s.message().contains(&url), "{s:?}");
+            // An id that is not ours still deletes nothing and succeeds.
+            assert!(
+                Controller::delete_volume(&svc, request("pvc-static".into()))
+                    .await
+                    .is_ok()
+            );
+        }
     }
 }

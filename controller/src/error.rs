@@ -55,6 +55,11 @@ pub enum Error {
         /// The client's error.
         source: heketi_client::Error,
     },
+    /// The backend answered, but not in a way that confirms the result (e.g. a 404 on delete
+    /// from a server that may not be the volume's Heketi). INTERNAL: the sidecar retries and
+    /// nothing is recorded as done. The message names the backend and the reason.
+    #[error("{0}")]
+    Unconfirmed(String),
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -101,7 +106,7 @@ impl Error {
             Self::Busy(_) => Code::Unavailable,
             Self::Deadline { .. } => Code::DeadlineExceeded,
             Self::Heketi { source, .. } => heketi_code(source),
-            Self::Internal(_) => Code::Internal,
+            Self::Unconfirmed(_) | Self::Internal(_) => Code::Internal,
         }
     }
 }
@@ -190,6 +195,7 @@ mod tests {
                 Code::DeadlineExceeded,
             ),
             (Error::Internal("x".into()), Code::Internal),
+            (Error::Unconfirmed("x".into()), Code::Internal),
             (
                 Error::heketi("c", api(500, "Failed to allocate new volume: No space")),
                 Code::ResourceExhausted,

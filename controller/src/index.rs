@@ -72,6 +72,8 @@ pub struct Summary {
     pub volume_type: VolumeType,
     /// Gid owning the volume root, if any.
     pub gid: Option<u32>,
+    /// Id of the Heketi cluster holding the volume.
+    pub cluster: String,
     /// The CSI volume context.
     pub context: HashMap<String, String>,
 }
@@ -85,6 +87,7 @@ impl Summary {
             size_gib: info.size,
             volume_type: VolumeType::from_durability(&info.durability),
             gid: u32::try_from(info.gid).ok().filter(|g| *g > 0),
+            cluster: info.cluster.to_ascii_lowercase(),
             context: volume_context(info),
         }
     }
@@ -165,18 +168,21 @@ impl VolumeIndex {
         Ok(f(&state.volumes))
     }
 
-    /// Reserves the lowest gid of `range` that no indexed volume uses and no running create
-    /// holds. Runs under the index lock, and a create records its volume in the index before it
-    /// releases its reservation, so a gid is always seen in one place or the other.
+    /// Reserves a gid of `range` for a create of the Heketi volume `name`
+    /// ([`crate::gid::Reservations::reserve`]): none that an indexed volume uses or a create
+    /// holds. Runs under the index lock, and a create records its volume in the index before
+    /// it releases its gid, so a gid is always seen in one place or the other.
     pub async fn reserve_gid(
         &self,
         reservations: &crate::gid::Reservations,
         range: crate::params::GidRange,
+        name: &str,
     ) -> Option<crate::gid::Reservation> {
         let state = self.state.lock().await;
         let used: std::collections::HashSet<u32> =
             state.volumes.values().filter_map(|s| s.gid).collect();
-        reservations.reserve(range, &used)
+        let seen = |n: &str| state.volumes.values().any(|s| s.name == n);
+        reservations.reserve(range, name, &used, seen)
     }
 
     /// Records a volume this controller made or changed.
@@ -245,29 +251,52 @@ mod tests {
             min: 2000,
             max: 2002,
         };
-        let a = index.reserve_gid(&gids, range).await.expect("2000");
-        let b = index.reserve_gid(&gids, range).await.expect("2001");
+        let name = "csi_0123456789abcdef0123";
+        let a = index.reserve_gid(&gids, range, name).await.expect("2000");
+        let b = index.reserve_gid(&gids, range, "b").await.expect("2001");
         assert_eq!((a.gid, b.gid), (2000, 2001));
         // `a`'s create finishes: indexed first, then released. 2000 stays taken.
         index
             .insert(Summary::from_info(&info("h:v", &["h"], 2000)))
             .await;
-        drop(a);
-        let c = index.reserve_gid(&gids, range).await.expect("2002");
+        a.release();
+        let c = index.reserve_gid(&gids, range, "c").await.expect("2002");
         assert_eq!(c.gid, 2002);
-        assert!(index.reserve_gid(&gids, range).await.is_none());
-        // `b`'s create fails: released without a volume; 2001 is free again.
-        drop(b);
-        assert_eq!(
-            index.reserve_gid(&gids, range).await.map(|r| r.gid),
-            Some(2001)
-        );
+        assert!(index.reserve_gid(&gids, range, "d").await.is_none());
+        // `b`'s create certainly failed: released without a volume; 2001 is free again.
+        b.release();
+        let d = index.reserve_gid(&gids, range, "d").await;
+        assert_eq!(d.as_ref().map(|r| r.gid), Some(2001));
+        // `d`'s outcome is unknown: 2001 stays held while no volume named `d` is listed.
+        d.expect("d").keep_unsettled();
+        assert!(index.reserve_gid(&gids, range, "e").await.is_none());
         // The volume with 2000 is deleted.
         index.remove(&"ab".repeat(16)).await;
         assert_eq!(
-            index.reserve_gid(&gids, range).await.map(|r| r.gid),
+            index.reserve_gid(&gids, range, "e").await.map(|r| r.gid),
             Some(2000)
         );
+        c.release();
+    }
+
+    #[tokio::test]
+    async fn an_unsettled_gid_ends_when_the_index_lists_its_volume() {
+        let index = VolumeIndex::default();
+        let gids = crate::gid::Reservations::default();
+        let range = crate::params::GidRange {
+            min: 2000,
+            max: 2001,
+        };
+        let name = "csi_0123456789abcdef0123";
+        let a = index.reserve_gid(&gids, range, name).await.expect("a");
+        a.keep_unsettled();
+        // Heketi finishes the create after all; a refresh indexes it.
+        index
+            .insert(Summary::from_info(&info("h:v", &["h"], 2000)))
+            .await;
+        let b = index.reserve_gid(&gids, range, "b").await.expect("b");
+        assert_eq!(b.gid, 2001);
+        assert_eq!(gids.held(), [2001].into_iter().collect());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod gid;
+pub mod health;
 pub mod identity;
 pub mod index;
 pub mod kube;
@@ -67,13 +68,15 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
             Capability::ControllerService,
             Capability::OnlineVolumeExpansion,
         ],
-        Arc::new(identity::HeketiReadiness::for_backend(
-            config.default_backend.as_ref(),
-            config.retry_budget,
-            &metrics,
-        )),
+        Arc::new(identity::Serving),
     );
-    let controller = controller::ControllerService::with_metrics(Arc::clone(&config), metrics);
+    let health = Arc::new(health::HeketiHealth::new(Arc::clone(&metrics)));
+    if let Some(backend) = &config.default_backend {
+        health.watch(&backend.url);
+    }
+    let checks = health.spawn();
+    let controller =
+        controller::ControllerService::with_parts(Arc::clone(&config), metrics, health);
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));
@@ -88,6 +91,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     if let Some(task) = annotator {
         task.abort();
     }
+    checks.abort();
     served?;
     Ok(())
 }

@@ -7,12 +7,14 @@
 //! | `gluster_csi_controller_heketi_requests_total` | `operation`, `outcome` | Heketi calls by outcome |
 //! | `gluster_csi_controller_heketi_request_duration_seconds` | `operation`, `outcome` | Heketi call latency, asynchronous operations polled to their end |
 //! | `gluster_csi_controller_heketi_retries_total` | `method`, `route`, `reason` | HTTP requests to Heketi sent again by the client |
+//! | `gluster_csi_controller_heketi_up` | `backend` | 1 when that Heketi answered its last `/hello` check, 0 when not ([`crate::health`]) |
 //!
 //! `code` is the gRPC code name (`OK`, `NOT_FOUND`, …); `outcome` is `ok`, `not_found`,
 //! `no_space`, `unavailable`, `timeout` or `error`. `route` is the shape of the Heketi route
 //! (`/volumes/{id}`), `reason` is `429`, `503` or `transport` (no answer; reads only). A Heketi
 //! call counts once in `heketi_requests_total` however many retries it took. No label carries a
-//! volume name or a secret.
+//! volume name or a secret. `backend` is a Heketi base URL the controller has used (the default
+//! backend, or a class's `resturl`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -57,6 +60,11 @@ impl From<&heketi_client::RetryEvent> for RetryLabels {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 5 ms to about 10 min.
@@ -72,6 +80,7 @@ pub struct Metrics {
     heketi_calls: Family<HeketiLabels, Counter>,
     heketi_duration: Histograms<HeketiLabels>,
     heketi_retries: Family<RetryLabels, Counter>,
+    heketi_up: Family<BackendLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -90,6 +99,7 @@ impl Metrics {
         let heketi_duration: Histograms<HeketiLabels> =
             Family::new_with_constructor(latency_histogram);
         let heketi_retries = Family::<RetryLabels, Counter>::default();
+        let heketi_up = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "rpc_calls",
             "CSI calls by method and gRPC code",
@@ -115,6 +125,11 @@ impl Metrics {
             "HTTP requests to Heketi sent again, by method, route and reason (429, 503, transport)",
             heketi_retries.clone(),
         );
+        registry.register(
+            "heketi_up",
+            "1 when the Heketi at this URL answered its last /hello check, 0 when it did not",
+            heketi_up.clone(),
+        );
         Self {
             registry,
             rpc_calls,
@@ -122,7 +137,16 @@ impl Metrics {
             heketi_calls,
             heketi_duration,
             heketi_retries,
+            heketi_up,
         }
+    }
+
+    /// Records whether the Heketi at `backend` answered its last check.
+    pub fn set_heketi_up(&self, backend: &str, up: bool) {
+        let labels = BackendLabels {
+            backend: backend.to_owned(),
+        };
+        self.heketi_up.get_or_create(&labels).set(i64::from(up));
     }
 
     /// Records one CSI call.
@@ -307,6 +331,22 @@ mod tests {
         for want in [
             r#"gluster_csi_controller_heketi_retries_total{method="GET",route="/volumes",reason="transport"} 1"#,
             r#"gluster_csi_controller_heketi_requests_total{operation="volume_list",outcome="unavailable"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn heketi_up_is_a_gauge_per_backend() {
+        let m = Metrics::new();
+        m.set_heketi_up("http://a:8080", true);
+        m.set_heketi_up("http://b:8080", true);
+        m.set_heketi_up("http://b:8080", false);
+        let text = m.encode();
+        for want in [
+            "# TYPE gluster_csi_controller_heketi_up gauge",
+            r#"gluster_csi_controller_heketi_up{backend="http://a:8080"} 1"#,
+            r#"gluster_csi_controller_heketi_up{backend="http://b:8080"} 0"#,
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

@@ -14,7 +14,9 @@ use gluster_csi_controller::names::{heketi_name, is_driver_volume};
 use gluster_csi_controller::params::{
     ClassParams, Credentials, GID_MAX, GID_MIN, VolumeType, check_url,
 };
-use gluster_csi_controller::volume_id::{BackendRef, MAX_ID_LEN, MAX_URL_REST, VolumeId};
+use gluster_csi_controller::volume_id::{
+    BackendRef, CLUSTER_TAG_LEN, MAX_ID_LEN, MAX_URL_REST, MAX_URL_REST_TAGGED, VolumeId,
+};
 use proptest::prelude::*;
 
 /// The StorageClass keys of the driver (as documented in `params.rs`).
@@ -194,6 +196,7 @@ proptest! {
         ".{0,140}",
         "1:[0-9a-f]{32}(:[hs][A-Za-z0-9_-]{0,90})?",
         "1:[0-9a-fA-F]{30,34}(:[a-z][A-Za-z0-9_=+/-]{0,20}){0,2}",
+        "1:[0-9a-f]{32}(:[hs][A-Za-z0-9_-]{0,90})?(:c[0-9a-fA-F]{6,10})?",
     ]) {
         if let Some(id) = VolumeId::parse(&s) {
             prop_assert_eq!(id.encode().ok(), Some(s.clone()));
@@ -220,6 +223,36 @@ proptest! {
             Err(_) => {
                 let rest = url.split_once("://").map_or(0, |(_, r)| r.len());
                 prop_assert!(rest > MAX_URL_REST, "{url} fits but was refused");
+            }
+        }
+    }
+
+    /// With a cluster tag: the id round-trips with the tag whenever there is room for it
+    /// (always for URLs up to `MAX_URL_REST_TAGGED` bytes), and without it (same backend, same
+    /// volume) otherwise.
+    #[test]
+    fn cluster_tags_round_trip_when_they_fit(
+        url in "https?://[a-z0-9.-]{1,80}",
+        heketi in "[0-9a-f]{32}",
+        cluster in "[0-9a-f]{32}",
+    ) {
+        let Ok(url) = check_url(&url) else { return Ok(()); };
+        let id = VolumeId::new(BackendRef::Url(url.clone()), &heketi).in_cluster(&cluster);
+        let rest = url.split_once("://").map_or(0, |(_, r)| r.len());
+        let Ok(s) = id.encode() else {
+            prop_assert!(rest > MAX_URL_REST, "{url} fits but was refused");
+            return Ok(());
+        };
+        let Some(parsed) = VolumeId::parse(&s) else {
+            return Err(TestCaseError::fail(format!("{s} does not parse")));
+        };
+        prop_assert_eq!(&parsed.backend, &id.backend);
+        prop_assert_eq!(&parsed.heketi_id, &id.heketi_id);
+        match parsed.cluster {
+            Some(tag) => prop_assert_eq!(tag.as_str(), &cluster[..CLUSTER_TAG_LEN]),
+            None => {
+                prop_assert!(rest > MAX_URL_REST_TAGGED, "{url}: no tag although it fits");
+                prop_assert!(s.len() + 2 + CLUSTER_TAG_LEN > MAX_ID_LEN, "{s}: room was left");
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Every HTTP request carries `Authorization: bearer <token>` where the token is HS256-signed
 //! with the user's secret and holds four claims: `iss` (the user, `admin` or `user`), `iat`,
-//! `exp` (we use `iat` + 5 minutes) and `qsh`, the hex SHA-256 of `METHOD&/path` (path only:
+//! `exp` (we use `iat` + [`TOKEN_LIFETIME_SECS`], one minute) and `qsh`, the hex SHA-256 of `METHOD&/path` (path only:
 //! no host, no query). Because `qsh` binds the token to one method and path, a new token is
 //! made for each request, including each `/queue` poll and the request after a redirect.
 
@@ -14,19 +14,24 @@ use crate::error::{Error, Result};
 
 /// How long a token stays valid after it is issued, in seconds.
 ///
+/// A token is made for each request and sent at once, so it needs to live only as long as
+/// the request takes to arrive; a short life limits what a captured token is worth (Heketi's
+/// `qsh` covers method and path, not the body). The clocks of the client and Heketi must
+/// agree to well within this.
+///
 /// # Example
 /// ```no_run
 /// let c = heketi_client::auth::Claims::new("admin", "GET", "/volumes", 100);
 /// assert_eq!(c.exp - c.iat, heketi_client::auth::TOKEN_LIFETIME_SECS);
 /// ```
-pub const TOKEN_LIFETIME_SECS: u64 = 300;
+pub const TOKEN_LIFETIME_SECS: u64 = 60;
 
 /// The claims Heketi checks.
 ///
 /// # Example
 /// ```no_run
 /// let c = heketi_client::auth::Claims::new("admin", "GET", "/volumes", 1_700_000_000);
-/// assert_eq!(c.exp, 1_700_000_300);
+/// assert_eq!(c.exp, 1_700_000_060);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -134,10 +139,34 @@ mod tests {
         let key = SecretString::from("My Secret");
         let got = token("admin", &key, "GET", "/volumes", 1_700_000_000);
         let want = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.\
-            eyJpc3MiOiJhZG1pbiIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAwMzAwLCJxc2giOiJjMTYy\
+            eyJpc3MiOiJhZG1pbiIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAwMDYwLCJxc2giOiJjMTYy\
             YWNjOTAyNDI3MjEyMGJhY2ZmZjc3MDljOTMyY2MyNTIzMzdkMGEzMGZhMTViMDI1MDEwMDY2NjYyYmVhIn0.\
-            i-GyHvYHwn8AWlXC5oxDhoOkkghwv-JCcf26uKjv_3s";
+            F_HjlDvWFHtX3_gwtHILCLCLPHwvRZ5fGEUx3Vb0YEA";
         assert_eq!(got.ok().as_deref(), Some(want));
+    }
+
+    #[test]
+    fn tokens_live_at_most_a_minute() {
+        const { assert!(TOKEN_LIFETIME_SECS <= 60) };
+        let key = SecretString::from("k");
+        let now = 1_800_000_000;
+        let Ok(t) = token("admin", &key, "POST", "/volumes", now) else {
+            panic!("token");
+        };
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<Claims>(
+            t.as_bytes(),
+            &jsonwebtoken::DecodingKey::from_secret(b"k"),
+            &v,
+        );
+        let Ok(d) = decoded else {
+            panic!("decode: {decoded:?}");
+        };
+        assert_eq!(d.claims.iat, now);
+        assert!(d.claims.exp > now, "{:?}", d.claims);
+        assert!(d.claims.exp - now <= 60, "{:?}", d.claims);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Heketi reports every failure as plain text with an HTTP status (there is no JSON error
 //! envelope). This module is the only place in gluster-csi that looks at that text: the rest of
 //! the project asks [`Error::is_not_found`], [`Error::is_no_space`], [`Error::is_name_in_use`],
-//! [`Error::is_retryable`] and [`Error::is_unavailable`] instead.
+//! [`Error::is_retryable`], [`Error::is_unavailable`] and [`Error::certainly_not_done`]
+//! instead.
 
 use std::time::Duration;
 
@@ -270,6 +271,39 @@ impl Error {
             )
     }
 
+    /// For a request that changes something (create, clone, expand, delete): it certainly
+    /// took no effect. True when Heketi answered the request, or the operation it started,
+    /// with an error of its own, and when nothing was sent (bad id, unusable configuration, no
+    /// token). False when the outcome is unknown: no answer in time, a broken or refused
+    /// connection (the client cannot tell the request from a later poll), an answer it cannot
+    /// read, an operation Heketi lost track of, and the statuses a proxy or a busy Heketi can
+    /// give at any step (429, 502, 503, 504). The caller then reads the resource again before
+    /// it relies on either outcome.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(client: heketi_client::Client, req: heketi_client::types::VolumeCreateRequest) {
+    /// if let Err(e) = client.volume_create(&req).await {
+    ///     if e.certainly_not_done() {
+    ///         println!("nothing was made: {e}");
+    ///     } else {
+    ///         println!("the volume may still appear: {e}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn certainly_not_done(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => !matches!(status, 429 | 502 | 503 | 504),
+            Error::Auth(_) | Error::Config(_) | Error::InvalidId { .. } => true,
+            Error::Transport(_)
+            | Error::Decode { .. }
+            | Error::Timeout { .. }
+            | Error::Protocol(_)
+            | Error::OperationLost { .. } => false,
+        }
+    }
+
     /// The HTTP status of an [`Error::Api`], `None` for every other kind.
     ///
     /// # Example
@@ -420,6 +454,67 @@ mod tests {
             ];
             assert_eq!(got, want, "{e}");
         }
+    }
+
+    #[test]
+    fn certainly_not_done_table() {
+        let cases: Vec<(Error, bool)> = vec![
+            (api(500, "Failed to allocate new volume: No space"), true),
+            (api(400, "Invalid dispersion combination"), true),
+            (api(401, "Invalid JWT token"), true),
+            (api(404, "Id not found"), true),
+            (api(500, "Volume name 'x' already in use"), true),
+            (api(429, "Server busy. Retry operation later."), false),
+            (api(502, "bad gateway"), false),
+            (api(503, "Service disabled for maintenance"), false),
+            (api(504, "gateway timeout"), false),
+            (
+                Error::Timeout {
+                    after: Duration::from_secs(1),
+                },
+                false,
+            ),
+            (
+                Error::OperationLost {
+                    location: "/queue/1".into(),
+                    message: "Id not found".into(),
+                },
+                false,
+            ),
+            (
+                Error::Protocol("202 without a Location header".into()),
+                false,
+            ),
+            (Error::Config("bad url".into()), true),
+            (Error::InvalidId { id: "../x".into() }, true),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.certainly_not_done(), want, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_create_is_not_certainly_undone() {
+        // The client cannot tell a refused POST from a refused poll after it: unknown.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string());
+        let Ok(addr) = addr else {
+            panic!("a free port: {addr:?}");
+        };
+        let client = crate::ClientBuilder::new(format!("http://{addr}"))
+            .disable_auth()
+            .retry_budget(Duration::ZERO)
+            .build();
+        let Ok(client) = client else {
+            panic!("client");
+        };
+        let r = client.volume_create(&Default::default()).await;
+        let Err(e) = r else {
+            panic!("nothing listens on {addr}");
+        };
+        assert!(matches!(e, Error::Transport(_)), "{e:?}");
+        assert!(!e.certainly_not_done(), "{e:?}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   retry as a [`RetryEvent`] (for metrics).
 //! - **Errors**: one [`Error`] type; Heketi's plain-text messages are classified here and
 //!   nowhere else ([`Error::is_not_found`], [`Error::is_no_space`],
-//!   [`Error::is_name_in_use`], [`Error::is_retryable`], [`Error::is_unavailable`]).
+//!   [`Error::is_name_in_use`], [`Error::is_retryable`], [`Error::is_unavailable`]), and
+//!   [`Error::certainly_not_done`] tells a failed change from one whose outcome is unknown.
 //!
 //! [`types`] mirrors Heketi's JSON; it is shared with `heketi-server`.
 //!

@@ -25,6 +25,7 @@ use csi_proto::v1::{
     ListVolumesRequest, ValidateVolumeCapabilitiesRequest, Volume, VolumeCapability,
     VolumeContentSource,
 };
+use gluster_csi_controller::volume_id::{BackendRef, VolumeId};
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness};
 use heketi_client::types::{DurabilityType, VolumeCreateRequest, VolumeDurabilityInfo};
 use tonic::transport::Channel;
@@ -116,6 +117,18 @@ fn main() {
                 "gid_is_the_lowest_free_of_the_class_range",
                 &tb,
                 gid_is_lowest_free,
+            ),
+            // Alone, so that heketi-server's time for a create is its own (about 5 s) and the
+            // first create is surely still running in Heketi when the second one picks a gid.
+            harness::exclusive_trial(
+                "a_gid_of_a_timed_out_create_is_not_given_to_another_volume",
+                &tb,
+                timed_out_create_keeps_its_gid,
+            ),
+            harness::trial(
+                "delete_takes_a_404_for_gone_only_from_the_volumes_heketi",
+                &tb,
+                delete_404_needs_the_volumes_heketi,
             ),
             harness::trial(
                 "heketi_unreachable_is_unavailable",
@@ -737,11 +750,19 @@ async fn every_parameter_reaches_heketi_and_gluster(tb: Arc<Testbed>) -> Result<
         "volume_context gid {:?}",
         v.volume_context
     );
-    // The class named the default backend's URL: the id is the short, default form.
+    // The class named the default backend's URL: the id is the short, default form, with the
+    // tag of the volume's cluster.
+    let parsed = VolumeId::parse(&v.volume_id).context("the id does not parse")?;
     ensure!(
-        !v.volume_id[2..].contains(':'),
+        parsed.backend == BackendRef::Default,
         "id {} embeds a URL",
         v.volume_id
+    );
+    ensure!(
+        parsed.cluster.as_deref() == info.cluster.get(..8),
+        "id {} does not carry the tag of cluster {}",
+        v.volume_id,
+        info.cluster
     );
     delete(&mut c, &v.volume_id).await?;
 
@@ -1101,8 +1122,9 @@ async fn resturl_volume_works_from_its_id(tb: Arc<Testbed>) -> Result<()> {
     req.secrets = secrets.clone();
     let v = create(&mut c, req).await?;
     ensure!(v.volume_id.len() <= 128, "{}", v.volume_id);
+    let parsed = VolumeId::parse(&v.volume_id).context("the id does not parse")?;
     ensure!(
-        v.volume_id.matches(':').count() == 2,
+        parsed.backend == BackendRef::Url(env.heketi_url.clone()),
         "the id must name the backend: {}",
         v.volume_id
     );
@@ -1433,6 +1455,276 @@ async fn gid_is_lowest_free(tb: Arc<Testbed>) -> Result<()> {
     for v in [&b, &c2, &d] {
         delete(&mut c, &v.volume_id).await?;
     }
+    Ok(())
+}
+
+/// The first create's gid must not be handed out while Heketi may still make its volume:
+/// a controller whose operation timeout (1 s) is far shorter than a create at heketi-server
+/// (about 5 s) gives up on it while Heketi goes on, and a second create of another name in
+/// the same class comes next. Each is then retried until it succeeds, as the sidecar would.
+async fn timed_out_create_keeps_its_gid(tb: Arc<Testbed>) -> Result<()> {
+    let own = OwnController::start_with(
+        &tb,
+        "gid-timeout",
+        true,
+        &["--heketi-operation-timeout".to_owned(), "1".to_owned()],
+    )
+    .await?;
+    let mut c = own.client().await?;
+    let class = [("gidMin", "61000"), ("gidMax", "61009")];
+    let (name_a, name_b) = (csi_name("gid-timeout-a"), csi_name("gid-timeout-b"));
+    let started = std::time::Instant::now();
+    let first = create_once(&mut c, create_req(&name_a, 1, &class)).await;
+    let a_gave_up = started.elapsed();
+    let s = match first {
+        Ok(v) => bail!("the first create finished within the 1 s operation timeout: {v:?}"),
+        Err(s) => s,
+    };
+    ensure!(
+        matches!(s.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "the first create: {s:?}"
+    );
+    // Heketi lists a volume once it is complete: A must not be listed yet, or this trial would
+    // not show anything.
+    let a_heketi_name = heketi_name(&name_a);
+    ensure!(
+        heketi_count_named(&tb, &a_heketi_name).await? == 0,
+        "heketi-server finished the first create before the second started"
+    );
+    let b = retry_create(&mut c, create_req(&name_b, 1, &class)).await?;
+    let a_listed_after_b = heketi_count_named(&tb, &a_heketi_name).await?;
+    let a = retry_create(&mut c, create_req(&name_a, 1, &class)).await?;
+    let gid = |v: &Volume| -> Result<u32> { Ok(ctx(v, "gid")?.parse()?) };
+    let (ga, gb) = (gid(&a)?, gid(&b)?);
+    ensure!(ga != gb, "both volumes got gid {ga}");
+    let h = tb.heketi_client()?;
+    for (v, g) in [(&a, ga), (&b, gb)] {
+        let recorded = h.volume_info(&heketi_id(v)?).await?.gid;
+        ensure!(
+            recorded == i64::from(g),
+            "Heketi records gid {recorded}, the PV {g}"
+        );
+        ensure!(
+            (61000..=61009).contains(&g),
+            "gid {g} outside the class range"
+        );
+    }
+    ensure!(
+        heketi_count_named(&tb, &a_heketi_name).await? == 1,
+        "the first create and its retries made more than one volume"
+    );
+    println!(
+        "gid: create A gave up after {} ms ({:?}) while heketi-server went on; create B got gid \
+         {gb}, A finished with gid {ga} (A listed when B was done: {})",
+        a_gave_up.as_millis(),
+        s.code(),
+        a_listed_after_b == 1
+    );
+    let mut c = controller(&tb).await?;
+    delete(&mut c, &a.volume_id).await?;
+    delete(&mut c, &b.volume_id).await?;
+    Ok(())
+}
+
+/// The Heketi volume name the controller derives from `csi_name` (no prefix).
+fn heketi_name(csi_name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(Sha256::digest(csi_name.as_bytes()));
+    format!("csi_{}", &hash[..20])
+}
+
+/// CreateVolume until it succeeds, retrying the codes a sidecar retries, within [`STEP`].
+async fn retry_create(c: &mut Client, req: CreateVolumeRequest) -> Result<Volume> {
+    let until = tokio::time::Instant::now() + STEP;
+    loop {
+        match create_once(c, req.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Aborted | Code::DeadlineExceeded | Code::Unavailable
+                ) && tokio::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(s) => bail!("CreateVolume {}: {s:?}", req.name),
+        }
+    }
+}
+
+/// A second heketi-server of the trial's own, with an empty state (no clusters) and the
+/// testbed's admin key; killed when dropped.
+struct EmptyHeketi {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl EmptyHeketi {
+    async fn start(tb: &Testbed, name: &str) -> Result<Self> {
+        let dir = tb.scratch_dir(name)?;
+        let port = {
+            let l = std::net::TcpListener::bind((tb.bridge_address(), 0))?;
+            l.local_addr()?.port()
+        };
+        let listen = format!("{}:{port}", tb.bridge_address());
+        let log = dir.join("heketi-server.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut child = tokio::process::Command::new(bin_path("heketi-server")?)
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--admin-key-file")
+            .arg(&tb.env().heketi_key_file)
+            // It never reaches Gluster: it has no nodes.
+            .arg("--gluster-cmd=false")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a second heketi-server")?;
+        let url = format!("http://{listen}");
+        let hello = heketi_client::Client::builder(&url)
+            .disable_auth()
+            .build()?;
+        let t = std::time::Instant::now();
+        loop {
+            if hello.hello().await.is_ok() {
+                return Ok(Self { _child: child, url });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the second heketi-server exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "the second heketi-server did not answer /hello"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A local HTTP server answering 404 to every request: what a wrong Service or a proxy in
+/// front of nothing gives. A stub on purpose: this is the boundary case of a URL that is no
+/// Heketi at all, which no real heketi-server can play.
+async fn answers_404_to_everything(tb: &Testbed) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind((tb.bridge_address(), 0)).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "404 page not found";
+                let reply = format!(
+                    "HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok((url, task))
+}
+
+/// DeleteVolume of a volume that is not there: OK from the testbed's heketi-server (it has a
+/// cluster, and the volume's cluster when the id names it); INTERNAL naming the URL from a
+/// heketi-server without clusters, from a URL that answers 404 to everything, and for an id
+/// whose cluster the heketi-server does not have. Nothing is deleted in any case.
+async fn delete_404_needs_the_volumes_heketi(tb: Arc<Testbed>) -> Result<()> {
+    let mut c = controller(&tb).await?;
+    let env = tb.env();
+    let secrets = map(&[("key", env.heketi_key.as_str())]);
+    let h = tb.heketi_client()?;
+    let cluster = h
+        .cluster_list()
+        .await?
+        .clusters
+        .into_iter()
+        .next()
+        .context("the testbed has no cluster")?;
+    let missing = hex::encode(rand::random::<[u8; 16]>());
+    let delete_id = |c: &mut Client, volume_id: String| {
+        let mut c = c.clone();
+        let secrets = secrets.clone();
+        async move {
+            tokio::time::timeout(
+                STEP,
+                c.delete_volume(DeleteVolumeRequest { volume_id, secrets }),
+            )
+            .await
+            .map_err(|_| Status::deadline_exceeded("the test's step limit passed"))?
+            .map(|_| ())
+        }
+    };
+
+    // The testbed's heketi-server, which has a cluster: the volume is gone.
+    let old_id = VolumeId::new(BackendRef::Default, &missing);
+    let tagged = old_id.clone().in_cluster(&cluster);
+    for id in [&old_id, &tagged] {
+        let encoded = id.encode()?;
+        delete_id(&mut c, encoded.clone()).await.map_err(|s| {
+            anyhow::anyhow!("DeleteVolume {encoded} on the testbed's heketi-server: {s:?}")
+        })?;
+    }
+    // The same heketi-server, an id naming a cluster it does not have.
+    let foreign = old_id.clone().in_cluster("0badc0de00000000000000000000000");
+    let s = assert_code(
+        delete_id(&mut c, foreign.encode()?).await,
+        Code::Internal,
+        "an id of another Heketi's cluster",
+    )?;
+    ensure!(
+        s.message().contains(&env.heketi_url) && s.message().contains("0badc0de"),
+        "{s:?}"
+    );
+
+    // A real heketi-server with no clusters (e.g. its state was emptied).
+    let empty = EmptyHeketi::start(&tb, "delete-empty-heketi").await?;
+    let on_empty = VolumeId::new(BackendRef::Url(empty.url.clone()), &missing).encode()?;
+    let s = assert_code(
+        delete_id(&mut c, on_empty).await,
+        Code::Internal,
+        "a heketi-server without clusters",
+    )?;
+    ensure!(
+        s.message().contains(&empty.url) && s.message().contains("no clusters"),
+        "{s:?}"
+    );
+
+    // A URL that is no Heketi at all.
+    let (stub, _task) = answers_404_to_everything(&tb).await?;
+    let on_stub = VolumeId::new(BackendRef::Url(stub.clone()), &missing).encode()?;
+    let s = assert_code(
+        delete_id(&mut c, on_stub).await,
+        Code::Internal,
+        "a URL answering 404 to everything",
+    )?;
+    ensure!(
+        s.message().contains(&stub) && s.message().contains("not a Heketi API"),
+        "{s:?}"
+    );
+    println!(
+        "delete: missing volume on the testbed heketi-server (cluster {}…) OK, old and tagged \
+         ids; foreign cluster tag, empty heketi-server {}, 404 stub {}: INTERNAL naming the URL",
+        &cluster[..8],
+        empty.url,
+        stub
+    );
     Ok(())
 }
 
