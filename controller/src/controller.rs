@@ -1244,8 +1244,9 @@ mod tests {
             (url, cluster_reads)
         }
 
-        fn target(url: &str) -> Target {
-            let config = Config {
+        /// A controller configuration whose default backend is `url`, without a key.
+        fn config(url: &str) -> Config {
+            Config {
                 endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
                 driver_name: "gluster.heketi.csi".into(),
                 metrics_address: None,
@@ -1258,7 +1259,11 @@ mod tests {
                 operation_timeout: Duration::from_secs(2),
                 retry_budget: Duration::ZERO,
                 max_inflight: 2,
-            };
+            }
+        }
+
+        fn target(url: &str) -> Target {
+            let config = config(url);
             let metrics = Arc::new(Metrics::new());
             let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
             let backends = Backends::new(&config, metrics, health);
@@ -1378,21 +1383,7 @@ mod tests {
         #[tokio::test]
         async fn delete_volume_of_a_missing_volume_on_a_backend_without_clusters_is_internal() {
             let (url, _) = stub(Answers::heketi(&[], &[])).await;
-            let config = Config {
-                endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
-                driver_name: "gluster.heketi.csi".into(),
-                metrics_address: None,
-                default_backend: Some(Backend {
-                    url: url.clone(),
-                    user: "admin".into(),
-                    key: None,
-                }),
-                request_timeout: Duration::from_secs(2),
-                operation_timeout: Duration::from_secs(2),
-                retry_budget: Duration::ZERO,
-                max_inflight: 2,
-            };
-            let svc = ControllerService::new(Arc::new(config));
+            let svc = ControllerService::new(Arc::new(config(&url)));
             let request = |volume_id: String| {
                 Request::new(DeleteVolumeRequest {
                     volume_id,
