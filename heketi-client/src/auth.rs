@@ -145,6 +145,27 @@ mod tests {
         assert_eq!(got.ok().as_deref(), Some(want));
     }
 
+    /// HS256 verification without expiry or required claims (the tokens are from the past).
+    fn validation() -> jsonwebtoken::Validation {
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        v
+    }
+
+    /// The claims of `t`, verified with the key `k`.
+    fn decode_with_k(t: &str) -> jsonwebtoken::TokenData<Claims> {
+        let decoded = jsonwebtoken::decode::<Claims>(
+            t.as_bytes(),
+            &jsonwebtoken::DecodingKey::from_secret(b"k"),
+            &validation(),
+        );
+        let Ok(d) = decoded else {
+            panic!("decode: {decoded:?}");
+        };
+        d
+    }
+
     #[test]
     fn tokens_live_at_most_a_minute() {
         const { assert!(TOKEN_LIFETIME_SECS <= 60) };
@@ -153,17 +174,7 @@ mod tests {
         let Ok(t) = token("admin", &key, "POST", "/volumes", now) else {
             panic!("token");
         };
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.validate_exp = false;
-        v.required_spec_claims.clear();
-        let decoded = jsonwebtoken::decode::<Claims>(
-            t.as_bytes(),
-            &jsonwebtoken::DecodingKey::from_secret(b"k"),
-            &v,
-        );
-        let Ok(d) = decoded else {
-            panic!("decode: {decoded:?}");
-        };
+        let d = decode_with_k(&t);
         assert_eq!(d.claims.iat, now);
         assert!(d.claims.exp > now, "{:?}", d.claims);
         assert!(d.claims.exp - now <= 60, "{:?}", d.claims);
@@ -176,17 +187,7 @@ mod tests {
         let Ok(t) = token("user", &key, "DELETE", "/volumes/ab", now) else {
             panic!("token");
         };
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.validate_exp = false;
-        v.required_spec_claims.clear();
-        let decoded = jsonwebtoken::decode::<Claims>(
-            t.as_bytes(),
-            &jsonwebtoken::DecodingKey::from_secret(b"k"),
-            &v,
-        );
-        let Ok(d) = decoded else {
-            panic!("decode: {decoded:?}");
-        };
+        let d = decode_with_k(&t);
         assert_eq!(d.claims, Claims::new("user", "DELETE", "/volumes/ab", now));
         assert_ne!(d.claims.qsh, qsh("GET", "/volumes/ab"));
         // A different key must not verify.
@@ -194,7 +195,7 @@ mod tests {
             jsonwebtoken::decode::<Claims>(
                 t.as_bytes(),
                 &jsonwebtoken::DecodingKey::from_secret(b"other"),
-                &v
+                &validation()
             )
             .is_err()
         );

@@ -667,16 +667,20 @@ async fn life_cycle_of_each_volumetype(tb: Arc<Testbed>) -> Result<()> {
     Ok(())
 }
 
-async fn every_parameter_reaches_heketi_and_gluster(tb: Arc<Testbed>) -> Result<()> {
-    let mut c = controller(&tb).await?;
-    let h = tb.heketi_client()?;
-    let cluster = h
-        .cluster_list()
+/// The id of the (first) cluster of the testbed's heketi-server.
+async fn first_cluster(h: &heketi_client::Client) -> Result<String> {
+    h.cluster_list()
         .await?
         .clusters
         .into_iter()
         .next()
-        .context("no cluster")?;
+        .context("the testbed's heketi-server has no cluster")
+}
+
+async fn every_parameter_reaches_heketi_and_gluster(tb: Arc<Testbed>) -> Result<()> {
+    let mut c = controller(&tb).await?;
+    let h = tb.heketi_client()?;
+    let cluster = first_cluster(&h).await?;
     let env = tb.env();
     let name = csi_name("allparams");
     let params = [
@@ -1650,13 +1654,7 @@ async fn delete_404_needs_the_volumes_heketi(tb: Arc<Testbed>) -> Result<()> {
     let env = tb.env();
     let secrets = map(&[("key", env.heketi_key.as_str())]);
     let h = tb.heketi_client()?;
-    let cluster = h
-        .cluster_list()
-        .await?
-        .clusters
-        .into_iter()
-        .next()
-        .context("the testbed has no cluster")?;
+    let cluster = first_cluster(&h).await?;
     let missing = hex::encode(rand::random::<[u8; 16]>());
     let delete_id = |c: &mut Client, volume_id: String| {
         let mut c = c.clone();
