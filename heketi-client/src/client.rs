@@ -89,6 +89,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     operation_deadline: Duration,
     ca_file: Option<PathBuf>,
+    ca_pem: Option<Vec<u8>>,
     max_attempts: u32,
     retry_budget: Option<Duration>,
     on_retry: Option<RetryObserver>,
@@ -105,6 +106,7 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_deadline", &self.operation_deadline)
             .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("max_attempts", &self.max_attempts)
             .field("retry_budget", &self.retry_budget)
             .field("on_retry", &self.on_retry.is_some())
@@ -130,6 +132,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             operation_deadline: DEFAULT_OPERATION_DEADLINE,
             ca_file: None,
+            ca_pem: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_budget: None,
             on_retry: None,
@@ -217,6 +220,19 @@ impl ClientBuilder {
     /// ```
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
+        self
+    }
+
+    /// PEM text of extra CA certificates trusted for `https`, like [`Self::ca_file`] but given
+    /// in memory; used instead of the file when both are set.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let pem = std::fs::read("/etc/ssl/heketi-ca.pem").unwrap_or_default();
+    /// let b = heketi_client::ClientBuilder::new("https://heketi:8080").ca_pem(pem);
+    /// ```
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
 
@@ -349,16 +365,20 @@ impl ClientBuilder {
                 "gluster-csi-heketi-client/",
                 env!("CARGO_PKG_VERSION")
             ));
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+        let ca = match (&self.ca_pem, &self.ca_file) {
+            (Some(pem), _) => Some((pem.clone(), "the CA bundle given".to_owned())),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+                Some((pem, format!("CA file {}", path.display())))
+            }
+            (None, None) => None,
+        };
+        if let Some((pem, what)) = ca {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+                .map_err(|e| Error::Config(format!("{what}: {e}")))?;
             if certs.is_empty() {
-                return Err(Error::Config(format!(
-                    "CA file {} holds no PEM certificate",
-                    path.display()
-                )));
+                return Err(Error::Config(format!("{what} holds no PEM certificate")));
             }
             http = http.tls_certs_merge(certs);
         } else if base.scheme() == "http" {

@@ -49,7 +49,8 @@ pub enum Error {
     },
 
     /// The request did not get an answer: connection refused or reset, TLS failure, DNS, …
-    #[error("cannot reach Heketi: {0}")]
+    /// A TLS failure says so and gives the TLS library's reason ([`Error::is_tls`]).
+    #[error("cannot reach Heketi: {source}{tls}", source = .0, tls = tls_reason(.0))]
     Transport(#[source] reqwest::Error),
 
     /// Heketi answered 2xx but the body is not the JSON we expected.
@@ -249,6 +250,25 @@ impl Error {
         }
     }
 
+    /// The TLS connection to Heketi failed: the certificate is not trusted (wrong or missing
+    /// CA), names another host, or the handshake failed. A CSI driver still maps this to
+    /// `Unavailable` (a fixed CA or certificate makes a retry succeed) and names TLS.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(e: heketi_client::Error) {
+    /// if e.is_tls() {
+    ///     println!("check the CA given for this Heketi: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Error::Transport(e) => rustls_error(e).is_some(),
+            _ => false,
+        }
+    }
+
     /// Heketi cannot serve requests now: everything [`Error::is_retryable`] covers, plus 502
     /// and 504 from a proxy in front of Heketi. A CSI driver maps this to `Unavailable`.
     ///
@@ -322,8 +342,63 @@ impl Error {
     }
 }
 
+/// The TLS library's error somewhere in the causes of `e`, if any. `io::Error` hides the error
+/// it wraps from `source()`, so it is looked into as well.
+fn rustls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = next {
+        if let Some(r) = cause.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    None
+}
+
+fn tls_reason(e: &reqwest::Error) -> String {
+    match rustls_error(e) {
+        Some(r) => format!(" (TLS: {r})"),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_tls_failure_is_told_apart_and_named() {
+        use tokio::io::AsyncWriteExt as _;
+        // Plain HTTP where TLS is expected: the handshake fails.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            }
+        });
+        let client = crate::Client::builder(format!("https://{addr}"))
+            .disable_auth()
+            .max_attempts(1)
+            .build()
+            .expect("client");
+        let e = client.hello().await.expect_err("no TLS there");
+        assert!(e.is_tls(), "{e:?}");
+        assert!(e.to_string().contains("(TLS: "), "{e}");
+        let plain = crate::Client::builder(format!("http://{addr}"))
+            .disable_auth()
+            .max_attempts(1)
+            .build()
+            .expect("client");
+        let e = plain.hello().await.expect_err("400");
+        assert!(!e.is_tls(), "{e:?}");
+    }
+
     use super::*;
 
     fn api(status: u16, message: &str) -> Error {

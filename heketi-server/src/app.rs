@@ -13,7 +13,7 @@ use heketi_client::types::{
 use crate::config::{AuthKeys, Config};
 use crate::error::{ApiError, Error};
 use crate::gluster::Gluster;
-use crate::host::{BrickHost, LocalBricks};
+use crate::host::NodeWork;
 use crate::ids::new_id;
 use crate::model::{Cluster, Device, Lifecycle, Node};
 use crate::queue::{OpResult, Queue, Slot};
@@ -29,8 +29,8 @@ pub struct App {
     pub store: Store,
     /// The gluster CLI.
     pub gluster: Gluster,
-    /// Brick-directory work.
-    pub bricks: Arc<dyn BrickHost>,
+    /// Brick-directory work on the nodes.
+    pub bricks: NodeWork,
     /// Asynchronous operations.
     pub queue: Arc<Queue>,
     /// JWT secrets (`None`: authentication disabled).
@@ -69,15 +69,26 @@ impl App {
     /// Builds the application from a validated configuration; loads the state file.
     pub fn new(config: Config) -> Result<Self, StoreError> {
         let store = Store::open(&config.state_dir)?;
+        let exec = Arc::new(config.executor);
         Ok(Self {
             store,
-            gluster: Gluster::new(config.gluster_cmd, config.gluster_timeout),
-            bricks: Arc::new(LocalBricks),
+            gluster: Gluster::new(
+                Arc::clone(&exec),
+                config.gluster_cmd,
+                config.gluster_timeout,
+            ),
+            bricks: NodeWork::new(exec, config.gluster_timeout),
             queue: Queue::new(config.max_inflight),
             auth: config.auth,
             state_dir: config.state_dir,
             active: Default::default(),
         })
+    }
+
+    /// Tells the gluster CLI handle which nodes it may run on (after the topology changed).
+    pub async fn sync_gluster_nodes(&self) {
+        let nodes = self.store.read(crate::model::State::gluster_nodes).await;
+        self.gluster.set_nodes(nodes);
     }
 
     fn active_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
@@ -242,10 +253,12 @@ impl App {
             })
             .await?;
         tracing::info!(node = %node.id, host = %node.brick_host(), "adding node");
+        self.sync_gluster_nodes().await;
         let app = Arc::clone(self);
         Ok(self.spawn(None, async move {
             let id = node.id.clone();
-            match app.probe_node(&node).await {
+            let probed = app.probe_node(&node).await;
+            let result = match probed {
                 Ok(()) => {
                     let done = app
                         .store
@@ -269,16 +282,32 @@ impl App {
                         .await;
                     Err(e.to_string())
                 }
-            }
+            };
+            app.sync_gluster_nodes().await;
+            result
         }))
     }
 
+    /// Probes `node` into the pool from another member (from itself when it is the first).
     async fn probe_node(&self, node: &Node) -> Result<(), Error> {
         let host = node.brick_host().to_owned();
-        self.gluster.peer_probe(&host).await?;
+        let others = self
+            .store
+            .read(|s| {
+                s.nodes
+                    .values()
+                    .any(|n| n.id != node.id && n.lifecycle == Lifecycle::Ready)
+            })
+            .await;
+        let gluster = if others {
+            self.gluster.excluding(node.manage_host())
+        } else {
+            self.gluster.clone()
+        };
+        gluster.peer_probe(&host).await?;
         let deadline = tokio::time::Instant::now() + PEER_CONNECT_WAIT;
         loop {
-            let peers = self.gluster.pool_list().await?;
+            let peers = gluster.pool_list().await?;
             match peers.iter().find(|p| p.hostname == host) {
                 // The local glusterd lists itself as `localhost`.
                 None => return Ok(()),
@@ -346,20 +375,31 @@ impl App {
                     Ok::<_, StoreError>(())
                 })
                 .await;
+            app.sync_gluster_nodes().await;
             result.map_err(|e| e.to_string())?;
             saved.map_err(|e| e.to_string())?;
             Ok(None)
         }))
     }
 
+    /// Detaches `node` from the pool, from another member of the topology; the last node is
+    /// left in its pool (there is no other member to detach it from).
     async fn detach_node(&self, node: &Node) -> Result<(), Error> {
-        let peers = self.gluster.pool_list().await?;
+        let others = self
+            .store
+            .read(|s| s.nodes.values().any(|n| n.id != node.id))
+            .await;
+        if !others && !self.bricks.executor().is_local() {
+            return Ok(());
+        }
+        let gluster = self.gluster.excluding(node.manage_host());
+        let peers = gluster.pool_list().await?;
         let names: Vec<&String> = node.storage.iter().chain(node.manage.iter()).collect();
         if let Some(p) = peers
             .iter()
             .find(|p| p.hostname != "localhost" && names.contains(&&p.hostname))
         {
-            self.gluster.peer_detach(&p.hostname).await?;
+            gluster.peer_detach(&p.hostname).await?;
         }
         Ok(())
     }
@@ -436,7 +476,7 @@ impl App {
                     .get(&dev.node)
                     .filter(|n| n.lifecycle == Lifecycle::Ready)
                     .ok_or_else(|| ApiError::not_found("Node id does not exist"))?;
-                let host = node.brick_host().to_owned();
+                let host = node.manage_host().to_owned();
                 if let Some(other) = s
                     .devices
                     .values()
@@ -455,14 +495,11 @@ impl App {
         let app = Arc::clone(self);
         let declared = body.size_kib;
         Ok(self.spawn(None, async move {
-            let bricks = Arc::clone(&app.bricks);
-            let (h, name) = (host.clone(), dev.name.clone());
-            let probed = tokio::task::spawn_blocking(move || bricks.probe_device(&h, &name))
+            let probed = app
+                .bricks
+                .probe_device(&host, &dev.name)
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    r.map_err(|e| format!("Unable to use device {} on node {host}: {e}", dev.name))
-                });
+                .map_err(|e| format!("Unable to use device {} on node {host}: {e}", dev.name));
             let id = dev.id.clone();
             let saved = app
                 .store

@@ -10,6 +10,8 @@ use clap::Parser;
 use csi_proto::serve::LogFormat;
 use secrecy::SecretString;
 
+use crate::executor::{Executor, HostKeys, SshSettings};
+
 /// `heketi-server` flags.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -18,9 +20,11 @@ use secrecy::SecretString;
     about = "A Heketi-API-compatible REST server over a real glusterd trusted pool",
     long_about = "A Heketi-API-compatible REST server over a real glusterd trusted pool.\n\n\
         Topology (clusters, nodes, devices) is loaded through the REST API as with Heketi. \
-        A device is a brick root directory on a node; brick directories must be reachable \
-        on this machine's filesystem under the device path, and volumes are mounted from \
-        this machine (FUSE) when a clone copies data."
+        A device is a brick root directory on a node. Node work (probing devices, making and \
+        removing brick directories, the gluster CLI) runs through an executor: `local` on this \
+        machine (single host, quickstart), or `ssh` on each node with Heketi's sshexec settings \
+        (key file, user, port, sudo). Volumes are mounted from this machine (FUSE) only when a \
+        clone copies data."
 )]
 pub struct Args {
     /// Address and port to serve HTTP on.
@@ -78,6 +82,64 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "HEKETI_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+
+    /// Where node work runs: `local` (this machine sees every device path; single host) or
+    /// `ssh` (on each node over SSH, Heketi's `sshexec`).
+    #[arg(long, env = "HEKETI_SERVER_EXECUTOR", value_enum, default_value_t = ExecutorKind::Local)]
+    pub executor: ExecutorKind,
+
+    /// SSH executor: private key file (Heketi's `sshexec.keyfile`).
+    #[arg(long, env = "HEKETI_SERVER_SSH_KEYFILE")]
+    pub ssh_keyfile: Option<PathBuf>,
+
+    /// SSH executor: remote user (`sshexec.user`).
+    #[arg(long, env = "HEKETI_SERVER_SSH_USER", default_value = "root")]
+    pub ssh_user: String,
+
+    /// SSH executor: remote port (`sshexec.port`).
+    #[arg(long, env = "HEKETI_SERVER_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+
+    /// SSH executor: run node commands through `sudo -n` (`sshexec.sudo`), for a non-root user
+    /// allowed password-less sudo.
+    #[arg(long, env = "HEKETI_SERVER_SSH_SUDO")]
+    pub ssh_sudo: bool,
+
+    /// SSH executor: `known_hosts` file holding the nodes' host keys; unknown or changed keys
+    /// are refused. Required with `--executor ssh` unless --ssh-insecure-ignore-host-keys.
+    #[arg(long, env = "HEKETI_SERVER_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+
+    /// SSH executor: accept any host key (no protection against a machine posing as a node;
+    /// only for networks where that cannot happen).
+    #[arg(long, env = "HEKETI_SERVER_SSH_INSECURE_IGNORE_HOST_KEYS")]
+    pub ssh_insecure_ignore_host_keys: bool,
+
+    /// SSH executor: seconds a connection may take.
+    #[arg(
+        long,
+        env = "HEKETI_SERVER_SSH_CONNECT_TIMEOUT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub ssh_connect_timeout: u64,
+
+    /// PEM certificate chain to serve HTTPS with (with --tls-key-file); plain HTTP without.
+    #[arg(long, env = "HEKETI_SERVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "HEKETI_SERVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The executors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// On this machine.
+    Local,
+    /// On each node over SSH.
+    Ssh,
 }
 
 /// JWT secrets.
@@ -114,6 +176,10 @@ pub struct Config {
     pub gluster_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Where node work runs.
+    pub executor: Executor,
+    /// Certificate and key to serve HTTPS with; plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A configuration problem; the message names the flag.
@@ -178,6 +244,8 @@ impl Config {
             return Err(config_error("--gluster-cmd", "must not be empty"));
         }
 
+        let executor = executor(&args)?;
+
         Ok(Self {
             listen: args.listen,
             state_dir,
@@ -186,8 +254,69 @@ impl Config {
             max_inflight: args.max_inflight as usize,
             gluster_timeout: Duration::from_secs(args.gluster_timeout),
             log_format: args.log_format,
+            executor,
+            tls: crate::tls::TlsFiles::from_flags(args.tls_cert_file, args.tls_key_file)
+                .map_err(|e| config_error(e.flag, format!("{} {}", e.path, e.reason)))?,
         })
     }
+}
+
+/// The executor the flags describe; the SSH key file must be readable and host keys must be
+/// checked or explicitly not.
+fn executor(args: &Args) -> Result<Executor, ConfigError> {
+    if args.executor == ExecutorKind::Local {
+        return Ok(Executor::Local);
+    }
+    let keyfile = args.ssh_keyfile.clone().ok_or_else(|| {
+        config_error(
+            "--ssh-keyfile",
+            "required with --executor ssh (the private key whose public half is in the nodes' \
+             authorized_keys, as Heketi's sshexec.keyfile)",
+        )
+    })?;
+    std::fs::File::open(&keyfile).map_err(|e| {
+        config_error(
+            "--ssh-keyfile",
+            format!("cannot read {}: {e}", keyfile.display()),
+        )
+    })?;
+    if args.ssh_user.is_empty() || args.ssh_user.starts_with('-') {
+        return Err(config_error("--ssh-user", "must be a user name"));
+    }
+    let host_keys = match (&args.ssh_known_hosts, args.ssh_insecure_ignore_host_keys) {
+        (Some(_), true) => {
+            return Err(config_error(
+                "--ssh-known-hosts",
+                "give either --ssh-known-hosts or --ssh-insecure-ignore-host-keys, not both",
+            ));
+        }
+        (Some(file), false) => {
+            std::fs::File::open(file).map_err(|e| {
+                config_error(
+                    "--ssh-known-hosts",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            HostKeys::KnownHosts(file.clone())
+        }
+        (None, true) => HostKeys::Ignore,
+        (None, false) => {
+            return Err(config_error(
+                "--ssh-known-hosts",
+                "required with --executor ssh: a known_hosts file with every node's host key \
+                 (ssh-keyscan NODE >> FILE, then check the fingerprints), or \
+                 --ssh-insecure-ignore-host-keys to accept any key",
+            ));
+        }
+    };
+    Ok(Executor::Ssh(SshSettings {
+        keyfile,
+        user: args.ssh_user.clone(),
+        port: args.ssh_port,
+        sudo: args.ssh_sudo,
+        host_keys,
+        connect_timeout: Duration::from_secs(args.ssh_connect_timeout),
+    }))
 }
 
 /// One value is split at whitespace; several values are taken one element each.

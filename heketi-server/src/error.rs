@@ -109,15 +109,15 @@ pub enum Error {
     /// An external command (gluster, mount, cp) failed.
     #[error(transparent)]
     Command(#[from] CommandError),
-    /// A brick or device directory could not be handled.
+    /// A brick or device directory could not be handled on its node.
     #[error("{what} {path}: {source}")]
-    Io {
+    Node {
         /// What was being done.
         what: &'static str,
-        /// The path concerned.
+        /// The brick concerned (`host:path`).
         path: String,
         /// The cause.
-        source: std::io::Error,
+        source: crate::host::NodeError,
     },
     /// The state changed under the operation (e.g. the volume disappeared).
     #[error("{0}")]

@@ -24,6 +24,15 @@ pub enum CommandError {
         /// The timeout.
         secs: u64,
     },
+    /// The node could not be reached (the SSH connection, its authentication or the host key
+    /// check failed); nothing ran there.
+    #[error("cannot reach node {host} over ssh: {message}")]
+    Unreachable {
+        /// The node.
+        host: String,
+        /// What ssh said.
+        message: String,
+    },
     /// It exited unsuccessfully.
     #[error("{command} failed: {message}")]
     Failed {

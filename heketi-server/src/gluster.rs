@@ -1,18 +1,37 @@
-//! The gluster CLI, reached through a configurable argument-vector prefix (for example
-//! `ip netns exec ns1 gluster --glusterd-sock=…`) with `--mode=script` appended. Every call has
-//! a timeout; arguments are passed as arguments, never through a shell.
+//! The gluster CLI of the trusted pool. With the local executor it runs on this machine through
+//! a configurable argument-vector prefix (for example `ip netns exec ns1 gluster
+//! --glusterd-sock=…`); with the SSH executor the same prefix (normally just `gluster`) runs on a
+//! node of the pool, as Heketi does: the node that answered last, else the next one, so a node
+//! that is down (unreachable, or its glusterd not answering) does not stop the server.
+//! `--mode=script` is always appended. Every call has a timeout; arguments are passed as
+//! arguments, never through a shell built from them.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use heketi_client::types::{DurabilityType, VolumeDurabilityInfo};
 
-use crate::exec::{self, CommandError, Output};
+use crate::exec::{CommandError, Output};
+use crate::executor::Executor;
 
-/// Handle on the gluster CLI of one glusterd of the trusted pool.
+/// What the gluster CLI prints when it cannot reach its glusterd (nothing was done).
+const DAEMON_DOWN: &str = "Connection failed. Please check if gluster daemon is operational";
+
+/// The nodes the CLI may run on (SSH executor), and which answered last.
+#[derive(Debug, Default)]
+struct Nodes {
+    hosts: Vec<String>,
+    last_good: Option<String>,
+}
+
+/// Handle on the gluster CLI of the trusted pool.
 #[derive(Clone, Debug)]
 pub struct Gluster {
+    exec: Arc<Executor>,
     prefix: Vec<String>,
     timeout: Duration,
+    nodes: Arc<Mutex<Nodes>>,
+    avoid: Option<String>,
 }
 
 /// Run state of a Gluster volume.
@@ -50,10 +69,60 @@ pub struct PoolPeer {
     pub connected: bool,
 }
 
+/// Whether `e` says that the command never ran because the node or its glusterd is down.
+fn node_down(e: &CommandError) -> bool {
+    match e {
+        CommandError::Unreachable { .. } => true,
+        CommandError::Failed { message, .. } => message.contains(DAEMON_DOWN),
+        _ => false,
+    }
+}
+
 impl Gluster {
-    /// A handle running `prefix --mode=script …` with `timeout` per call.
-    pub fn new(prefix: Vec<String>, timeout: Duration) -> Self {
-        Self { prefix, timeout }
+    /// A handle running `prefix --mode=script …` through `exec` with `timeout` per call.
+    pub fn new(exec: Arc<Executor>, prefix: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            exec,
+            prefix,
+            timeout,
+            nodes: Arc::default(),
+            avoid: None,
+        }
+    }
+
+    /// Sets the nodes (management host names) the CLI may run on with the SSH executor, in
+    /// order of preference.
+    pub fn set_nodes(&self, hosts: Vec<String>) {
+        let mut n = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        n.hosts = hosts;
+    }
+
+    /// The same pool, but never running on `host` (for commands about that node itself, such
+    /// as detaching it, which its own glusterd cannot do).
+    pub fn excluding(&self, host: &str) -> Self {
+        Self {
+            avoid: Some(host.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// The nodes to try, the one that answered last first.
+    fn candidates(&self) -> Vec<String> {
+        let n = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts: Vec<String> = n
+            .hosts
+            .iter()
+            .filter(|h| self.avoid.as_deref() != Some(h.as_str()))
+            .cloned()
+            .collect();
+        if let Some(pos) = n
+            .last_good
+            .as_ref()
+            .and_then(|g| hosts.iter().position(|h| h == g))
+        {
+            hosts[..=pos].rotate_right(1);
+        }
+        hosts
     }
 
     /// Runs one gluster subcommand.
@@ -62,8 +131,49 @@ impl Gluster {
         argv.push("--mode=script".to_owned());
         argv.extend(args.iter().map(|s| (*s).to_owned()));
         let label = format!("gluster {}", args.join(" "));
-        tracing::debug!(command = %label, "running gluster");
-        exec::run(&argv, &label, self.timeout).await
+        if self.exec.is_local() {
+            tracing::debug!(command = %label, "running gluster");
+            return self
+                .exec
+                .run("localhost", &[argv], &label, self.timeout)
+                .await;
+        }
+        let hosts = self.candidates();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<CommandError> = None;
+        for host in hosts {
+            tracing::debug!(command = %label, node = %host, "running gluster");
+            match self
+                .exec
+                .run(&host, std::slice::from_ref(&argv), &label, self.timeout)
+                .await
+            {
+                // Nothing ran: the node or its glusterd is down; try the next node.
+                Err(e) if node_down(&e) => {
+                    tracing::warn!(node = %host, error = %e, "node cannot run the gluster CLI; trying another");
+                    tried.push(host);
+                    last = Some(e);
+                }
+                other => {
+                    if other.is_ok() {
+                        let mut n = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+                        n.last_good = Some(host);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(match last {
+            Some(e) if tried.len() == 1 => e,
+            Some(e) => CommandError::Unreachable {
+                host: tried.join(", "),
+                message: format!("no node of the pool can run the gluster CLI; last: {e}"),
+            },
+            None => CommandError::Unreachable {
+                host: "(none)".into(),
+                message: "no node is known to run the gluster CLI on: add a node first".into(),
+            },
+        })
     }
 
     /// Names of every volume of the pool.

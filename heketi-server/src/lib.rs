@@ -8,9 +8,9 @@
 //! Choices that differ from Heketi because bricks here are directories, not LVM volumes:
 //! - a device is a brick root directory on a node; its capacity is the `size_kib` field of the
 //!   `POST /devices` body (an extension) or else the size of the file system holding it;
-//! - brick directories are made and removed on this machine's file system (the device paths
-//!   must be reachable here, true for the testbed and a single-host setup; see
-//!   [`host::BrickHost`] for where a remote runner would go);
+//! - brick directories are made and removed on the node that owns the device, through the
+//!   configured [`executor`]: `ssh` (Heketi's `sshexec`) for separate hosts, `local` when this
+//!   machine is the only host;
 //! - expand raises the quota of the existing bricks instead of adding bricks;
 //! - clone creates a new volume and copies the data through FUSE mounts on this machine,
 //!   because Gluster snapshots need thin LVM bricks;
@@ -26,6 +26,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod executor;
 pub mod fuse;
 pub mod gluster;
 pub mod host;
@@ -37,6 +38,7 @@ pub mod model;
 pub mod queue;
 pub mod reconcile;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod volumes;
 
@@ -64,7 +66,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = config.listen;
+    let tls_files = config.tls.clone();
     let app = Arc::new(App::new(config).context("cannot load the state")?);
+    app.sync_gluster_nodes().await;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen: cannot bind {listen}"))?;
@@ -91,6 +95,7 @@ pub async fn run(
             }
         }
     }
+    app.sync_gluster_nodes().await;
     // From now on, in the background: volumes left behind (still unreconciled, or a failed
     // rollback) are finished or rolled back, and rolled-back creates are watched. Topology was
     // settled by the first attempt above; nodes and devices being added now are live.
@@ -109,10 +114,21 @@ pub async fn run(
         }
     });
 
-    axum::serve(listener, http::router(Arc::clone(&app)))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+    match &tls_files {
+        None => axum::serve(listener, http::router(Arc::clone(&app)))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")?,
+        Some(files) => {
+            let acceptor = files.acceptor()?;
+            tracing::info!(cert = %files.cert.display(), "serving HTTPS");
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            axum::serve(listener, http::router(Arc::clone(&app)))
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("HTTPS server failed")?;
+        }
+    }
 
     let deadline = tokio::time::Instant::now() + DRAIN;
     while app.queue.running() > 0 && tokio::time::Instant::now() < deadline {

@@ -99,6 +99,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// The address node work (SSH, the gluster CLI) goes to: the first management address,
+    /// else the storage address.
+    pub fn manage_host(&self) -> &str {
+        self.manage
+            .first()
+            .map(String::as_str)
+            .unwrap_or_else(|| self.brick_host())
+    }
+
     /// The address bricks are created with.
     pub fn brick_host(&self) -> &str {
         self.storage.first().map(String::as_str).unwrap_or("")
@@ -263,6 +272,28 @@ impl State {
             .flat_map(|v| v.bricks.iter().map(move |b| (v, b)))
             .filter(|(_, b)| b.device == id)
             .collect()
+    }
+
+    /// Management addresses of the nodes the gluster CLI may run on (all but those being
+    /// removed), nodes being added last.
+    pub fn gluster_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.lifecycle != Lifecycle::Removing)
+            .collect();
+        // Nodes being added go last: the pool may not have them yet.
+        nodes.sort_by_key(|n| n.lifecycle == Lifecycle::Adding);
+        nodes.iter().map(|n| n.manage_host().to_owned()).collect()
+    }
+
+    /// The management address of node `id` (where its bricks' directories are made), or
+    /// `fallback` when the node is not known.
+    pub fn node_manage_host(&self, id: &str, fallback: &str) -> String {
+        self.nodes
+            .get(id)
+            .map_or(fallback, Node::manage_host)
+            .to_owned()
     }
 
     /// Nodes of cluster `id` that are not being added.

@@ -461,13 +461,11 @@ impl App {
     async fn create_steps(&self, id: &str) -> Result<(), Error> {
         let vol = self.snapshot(id).await?;
         let gid = u32::try_from(vol.gid).ok().filter(|g| *g != 0);
-        for b in &vol.bricks {
-            let host = Arc::clone(&self.bricks);
-            let brick = b.clone();
-            tokio::task::spawn_blocking(move || host.create_brick(&brick, gid))
+        for (b, host) in vol.bricks.iter().zip(self.brick_nodes(&vol).await) {
+            self.bricks
+                .create_brick(&host, b, gid)
                 .await
-                .map_err(|e| Error::Gone(e.to_string()))?
-                .map_err(|source| Error::Io {
+                .map_err(|source| Error::Node {
                     what: "cannot make brick directory",
                     path: b.spec(),
                     source,
@@ -508,6 +506,18 @@ impl App {
         }
         self.step(id, "options set").await?;
         Ok(())
+    }
+
+    /// The management address of the node of each brick of `vol`, in brick order.
+    async fn brick_nodes(&self, vol: &Volume) -> Vec<String> {
+        self.store
+            .read(|s| {
+                vol.bricks
+                    .iter()
+                    .map(|b| s.node_manage_host(&b.node, &b.host))
+                    .collect()
+            })
+            .await
     }
 
     /// Copies the data of `src` into `dst` through two temporary FUSE mounts.
@@ -566,17 +576,21 @@ impl App {
                 }
             }
         };
-        for b in &vol.bricks {
-            let host = Arc::clone(&self.bricks);
-            let brick = b.clone();
-            tokio::task::spawn_blocking(move || host.remove_brick(&brick))
-                .await
-                .map_err(|e| Error::Gone(e.to_string()))?
-                .map_err(|source| Error::Io {
+        // Every brick is tried, so that one unreachable node does not keep the others' bricks;
+        // the first failure is reported (and the whole removal retried later).
+        let mut first_error = None;
+        for (b, host) in vol.bricks.iter().zip(self.brick_nodes(vol).await) {
+            if let Err(source) = self.bricks.remove_brick(&host, b).await {
+                tracing::warn!(volume = %vol.id, brick = %b.spec(), error = %source, "cannot remove brick directory");
+                first_error.get_or_insert(Error::Node {
                     what: "cannot remove brick directory",
                     path: b.spec(),
                     source,
-                })?;
+                });
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(outcome)
     }
