@@ -1,7 +1,13 @@
-//! The Heketi backends the controller talks to: a client per (URL, user, key), and per URL the
-//! volume index, the gid reservations and the bound on concurrent operations.
+//! The Heketi backends the controller talks to: the configured ones by name (`--heketi-url`
+//! and the backends file), a client per (backend, user, key), and per backend the volume
+//! index, the gid reservations and the bound on concurrent operations.
+//!
+//! Credentials come from the request (a CSI secret, or an in-tree class's own), else from the
+//! backend's configuration (`--heketi-key-file`, or its Secret read when needed). Nothing is
+//! remembered from one call for another: what a call can do does not depend on what came
+//! before it or on a restart.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,19 +15,21 @@ use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Backend, Config};
+use crate::backends_file::url_key;
+use crate::config::{BackendAuth, BackendSpec, Config};
 use crate::error::{Error, Result};
 use crate::gid;
 use crate::health::HeketiHealth;
 use crate::index::VolumeIndex;
+use crate::kube::secrets::SecretReader;
 use crate::metrics::Metrics;
 use crate::params::{Credentials, DEFAULT_USER};
 use crate::volume_id::BackendRef;
 
-/// Per-URL state shared by every client of that Heketi.
+/// Per-backend state shared by every client of that Heketi.
 pub struct BackendState {
     /// The backend's volumes.
-    pub index: VolumeIndex,
+    pub index: Arc<VolumeIndex>,
     /// Gids given to creates still running.
     pub gids: gid::Reservations,
     permits: Arc<Semaphore>,
@@ -32,7 +40,7 @@ pub struct BackendState {
 /// A resolved backend: where, how to authenticate, and its shared state.
 #[derive(Clone)]
 pub struct Target {
-    /// The canonical reference written into volume ids.
+    /// The reference written into volume ids: the backend's name, or a URL of no backend.
     pub reference: BackendRef,
     /// The client (with the credentials of this request).
     pub client: heketi_client::Client,
@@ -40,6 +48,8 @@ pub struct Target {
     pub state: Arc<BackendState>,
     /// Where Heketi calls are recorded.
     pub metrics: Arc<Metrics>,
+    /// Time between full reloads of the index (`--index-reload-seconds`).
+    pub index_reload: Duration,
     busy_wait: Duration,
 }
 
@@ -110,38 +120,72 @@ impl Target {
 
 type ClientKey = (String, String, Option<String>);
 
-/// Every backend the controller has used.
+/// Where a resolved backend is, as the controller tracks it.
+enum Place<'a> {
+    /// A configured backend.
+    Known(&'a BackendSpec),
+    /// A URL named by a class or an old id that no configured backend has; only used with the
+    /// request's own credentials.
+    Url(String),
+}
+
+/// Every backend the controller knows, and the state of each one used.
 pub struct Backends {
-    default: Option<Backend>,
+    specs: BTreeMap<String, BackendSpec>,
+    /// [`url_key`] of every URL and alias → backend name.
+    by_url: HashMap<String, String>,
+    default: Option<String>,
     request_timeout: Duration,
     operation_timeout: Duration,
     retry_budget: Duration,
     max_inflight: usize,
+    index_reload: Duration,
     states: Mutex<HashMap<String, Arc<BackendState>>>,
     clients: Mutex<HashMap<ClientKey, heketi_client::Client>>,
-    /// Credentials last given for a URL, for calls that carry none (ControllerGetVolume,
-    /// ListVolumes, GetCapacity).
-    remembered: Mutex<HashMap<String, Credentials>>,
+    /// Reads the Secrets of backends that name one.
+    secrets: Arc<SecretReader>,
+    /// Backends already warned about for sending a token over plain HTTP.
+    warned_plain: Mutex<HashSet<String>>,
     metrics: Arc<Metrics>,
     /// Every URL resolved is added to its checks.
     health: Arc<HeketiHealth>,
 }
 
 impl Backends {
-    /// The backends of `config`, recording Heketi calls in `metrics` and adding each URL used
-    /// to the `health` checks.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<HeketiHealth>) -> Self {
+    /// The backends of `config`, recording Heketi calls in `metrics`, adding each URL used to
+    /// the `health` checks and reading backends' Secrets with `secrets`.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        health: Arc<HeketiHealth>,
+        secrets: Arc<SecretReader>,
+    ) -> Self {
+        let specs: BTreeMap<String, BackendSpec> = config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.clone()))
+            .collect();
+        let mut by_url = HashMap::new();
+        for b in specs.values() {
+            for u in std::iter::once(&b.url).chain(&b.aliases) {
+                by_url.insert(url_key(u), b.name.clone());
+            }
+        }
         Self {
+            specs,
+            by_url,
+            default: config.default_backend.clone(),
             metrics,
             health,
-            default: config.default_backend.clone(),
+            secrets,
             request_timeout: config.request_timeout,
             operation_timeout: config.operation_timeout,
             retry_budget: config.retry_budget,
             max_inflight: config.max_inflight.max(1),
+            index_reload: config.index_reload,
             states: Mutex::default(),
             clients: Mutex::default(),
-            remembered: Mutex::default(),
+            warned_plain: Mutex::default(),
         }
     }
 
@@ -150,60 +194,171 @@ impl Backends {
         self.default.is_some()
     }
 
-    /// `Url(u)` where `u` is the default backend's URL reads as `Default`, so one volume has one
-    /// id whichever way its class named the backend.
-    pub fn canonical(&self, r: &BackendRef) -> BackendRef {
-        match (r, &self.default) {
-            (BackendRef::Url(u), Some(d)) if u.trim_end_matches('/') == d.url => {
-                BackendRef::Default
-            }
-            _ => r.clone(),
+    /// The name of the configured backend that has `url` as its URL or an alias.
+    pub fn name_of_url(&self, url: &str) -> Option<&str> {
+        self.by_url.get(&url_key(url)).map(String::as_str)
+    }
+
+    /// The canonical reference of `r` when it is a configured backend: `Named`; a URL of no
+    /// backend stays a URL; `None` for a name that is not configured or a missing default.
+    pub fn canonical(&self, r: &BackendRef) -> Option<BackendRef> {
+        match r {
+            BackendRef::Default => self.default.clone().map(BackendRef::Named),
+            BackendRef::Named(n) => self
+                .specs
+                .contains_key(n)
+                .then(|| BackendRef::Named(n.clone())),
+            BackendRef::Url(u) => Some(match self.name_of_url(u) {
+                Some(n) => BackendRef::Named(n.to_owned()),
+                None => BackendRef::Url(u.trim_end_matches('/').to_owned()),
+            }),
         }
     }
 
-    /// A client for `r`: with `creds` when given, else the default backend's own credentials,
-    /// else the ones last given for that URL, else without a token.
+    /// The backend where a class creates volumes (`resturl`, else the default backend), with
+    /// the class's credentials `creds` or else the backend's own.
     ///
-    /// `no_default` is the error when `r` is the default backend and none is configured.
-    pub fn resolve(
+    /// A `resturl` of no configured backend is used only when `own_credentials` (the request
+    /// brought a CSI secret, or, for GetCapacity, the class its own key): the calls that come
+    /// later without a StorageClass (DeleteVolume, ControllerExpandVolume) have nothing else
+    /// to authenticate with, so such a class is refused up front.
+    pub async fn for_class(
+        &self,
+        resturl: Option<&str>,
+        creds: Option<Credentials>,
+        own_credentials: bool,
+        no_default: impl FnOnce() -> Error,
+    ) -> Result<Target> {
+        let Some(url) = resturl else {
+            let name = self.default.as_deref().ok_or_else(no_default)?;
+            return self.known(name, creds).await;
+        };
+        if let Some(name) = self.name_of_url(url) {
+            let name = name.to_owned();
+            return self.known(&name, creds).await;
+        }
+        match creds {
+            Some(c) if own_credentials => self.target(Place::Url(url.to_owned()), c),
+            _ => Err(Error::invalid(format!(
+                "parameter resturl {url} is not the URL (or an alias) of any backend in the \
+                 controller's backends file, and the StorageClass gives no CSI secret: volumes \
+                 made this way could not be deleted or expanded later, when no StorageClass \
+                 parameters come with the call. Add the Heketi to the backends file \
+                 (--backends-file, with the Secret holding its key), or give the StorageClass \
+                 csi.storage.k8s.io/provisioner-secret-name/-namespace and \
+                 csi.storage.k8s.io/controller-expand-secret-name/-namespace"
+            ))),
+        }
+    }
+
+    /// The backend holding a volume whose id names `r`, with the request's credentials
+    /// `creds` or else the backend's own.
+    ///
+    /// Refused before anything is sent, as INVALID_ARGUMENT: an id naming a backend that is
+    /// not configured, and an id carrying a URL of no configured backend when the request
+    /// brings no credentials (the controller never sends its own credentials to an address
+    /// taken from an id). INVALID_ARGUMENT rather than NOT_FOUND because the volume may well
+    /// exist: NOT_FOUND would tell the CO it is gone (and DeleteVolume must not answer OK and
+    /// let the PV go while the volume lives on); the fix is in the controller's configuration,
+    /// which the message names.
+    pub async fn for_volume(
         &self,
         r: &BackendRef,
         creds: Option<Credentials>,
         no_default: impl FnOnce() -> Error,
     ) -> Result<Target> {
-        let reference = self.canonical(r);
-        let (url, creds) = match &reference {
+        match r {
             BackendRef::Default => {
-                let d = self.default.as_ref().ok_or_else(no_default)?;
-                let creds = creds.unwrap_or_else(|| Credentials {
-                    user: d.user.clone(),
-                    key: d.key.clone(),
-                });
-                (d.url.clone(), creds)
+                let name = self.default.clone().ok_or_else(no_default)?;
+                self.known(&name, creds).await
+            }
+            BackendRef::Named(n) => {
+                if !self.specs.contains_key(n) {
+                    return Err(Error::invalid(format!(
+                        "the volume id names Heketi backend {n:?}, which is not configured; \
+                         add a backend named {n} (with its URL and Secret) to the \
+                         controller's backends file (--backends-file)"
+                    )));
+                }
+                self.known(n, creds).await
             }
             BackendRef::Url(u) => {
-                let url = u.trim_end_matches('/').to_owned();
-                let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-                let creds = match creds {
-                    Some(c) => {
-                        remembered.insert(url.clone(), c.clone());
-                        c
-                    }
-                    None => remembered.get(&url).cloned().unwrap_or(Credentials {
-                        user: DEFAULT_USER.into(),
-                        key: None,
-                    }),
-                };
-                (url, creds)
+                if let Some(name) = self.name_of_url(u) {
+                    let name = name.to_owned();
+                    return self.known(&name, creds).await;
+                }
+                match creds {
+                    Some(c) => self.target(Place::Url(u.trim_end_matches('/').to_owned()), c),
+                    None => Err(Error::invalid(format!(
+                        "the volume id names Heketi {u}, which is neither the URL nor an alias \
+                         of a backend in the controller's backends file, and the call brings \
+                         no CSI secret; add {u} to the aliases of the backend that holds the \
+                         volume now (--backends-file), or give the StorageClass's CSI secrets"
+                    ))),
+                }
             }
+        }
+    }
+
+    async fn known(&self, name: &str, creds: Option<Credentials>) -> Result<Target> {
+        let spec = self
+            .specs
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("backend {name} is not configured")))?;
+        let creds = match creds {
+            Some(c) => c,
+            None => match &spec.auth {
+                BackendAuth::None => Credentials {
+                    user: DEFAULT_USER.into(),
+                    key: None,
+                },
+                BackendAuth::Key { user, key } => Credentials {
+                    user: user.clone(),
+                    key: Some(key.clone()),
+                },
+                BackendAuth::Secret { namespace, name } => {
+                    self.secrets
+                        .backend_credentials(&spec.name, namespace, name)
+                        .await?
+                }
+            },
         };
-        let client = self.client(&url, creds)?;
-        self.health.watch(&url);
+        self.target(Place::Known(spec), creds)
+    }
+
+    fn target(&self, place: Place<'_>, creds: Credentials) -> Result<Target> {
+        let (state_key, reference, url, ca) = match place {
+            Place::Known(spec) => (
+                format!("name:{}", spec.name),
+                BackendRef::Named(spec.name.clone()),
+                spec.url.clone(),
+                spec.ca.as_deref(),
+            ),
+            Place::Url(url) => (
+                format!("url:{}", url_key(&url)),
+                BackendRef::Url(url.clone()),
+                url,
+                None,
+            ),
+        };
+        if creds.key.is_some() && url_key(&url).starts_with("http://") {
+            let mut warned = self.warned_plain.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.insert(state_key.clone()) {
+                tracing::warn!(
+                    backend = %reference,
+                    url = %url,
+                    "Heketi is reached over plain http:// with authentication on: its tokens \
+                     can be read on the network; serve Heketi over https:// and give its CA"
+                );
+            }
+        }
+        let client = self.client(&state_key, &url, ca, creds)?;
+        self.health.watch_with_ca(&url, ca);
         let state = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(states.entry(url).or_insert_with(|| {
+            Arc::clone(states.entry(state_key).or_insert_with(|| {
                 Arc::new(BackendState {
-                    index: VolumeIndex::default(),
+                    index: Arc::default(),
                     gids: gid::Reservations::default(),
                     permits: Arc::new(Semaphore::new(self.max_inflight)),
                     clusters: Mutex::default(),
@@ -215,34 +370,38 @@ impl Backends {
             client,
             state,
             metrics: Arc::clone(&self.metrics),
+            index_reload: self.index_reload,
             busy_wait: self.request_timeout,
         })
     }
 
-    fn client(&self, url: &str, creds: Credentials) -> Result<heketi_client::Client> {
+    fn client(
+        &self,
+        state_key: &str,
+        url: &str,
+        ca: Option<&[u8]>,
+        creds: Credentials,
+    ) -> Result<heketi_client::Client> {
         let key_hash = creds
             .key
             .as_ref()
             .map(|k| hex::encode(Sha256::digest(k.expose_secret().as_bytes())));
-        let cache_key = (url.to_owned(), creds.user.clone(), key_hash);
+        let cache_key = (state_key.to_owned(), creds.user.clone(), key_hash);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&cache_key) {
             return Ok(c.clone());
         }
-        let backend = Backend {
-            url: url.to_owned(),
-            user: creds.user,
-            key: creds.key,
-        };
-        let client = backend
-            .builder(
-                self.request_timeout,
-                self.operation_timeout,
-                self.retry_budget,
-            )
-            .on_retry(self.metrics.heketi_retry_observer())
-            .build()
-            .map_err(|e| Error::heketi(format!("Heketi URL {url}"), e))?;
+        let client = crate::backends_file::builder(
+            url,
+            ca,
+            Some(&creds),
+            self.request_timeout,
+            self.operation_timeout,
+            self.retry_budget,
+        )
+        .on_retry(self.metrics.heketi_retry_observer())
+        .build()
+        .map_err(|e| Error::heketi(format!("Heketi URL {url}"), e))?;
         clients.insert(cache_key, client.clone());
         Ok(client)
     }
@@ -253,21 +412,37 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
+    use crate::kube::LazyClient;
+
+    fn spec(name: &str, url: &str, aliases: &[&str]) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            url: url.into(),
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            ca: None,
+            auth: BackendAuth::Key {
+                user: "admin".into(),
+                key: SecretString::from("k"),
+            },
+        }
+    }
 
     fn config(default: Option<&str>) -> Config {
+        let mut backends = vec![spec("east", "http://east:8080", &["http://old-east:8080"])];
+        if let Some(u) = default {
+            backends.push(spec("default", u, &[]));
+        }
         Config {
             endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
             driver_name: "gluster.heketi.csi".into(),
             metrics_address: None,
-            default_backend: default.map(|u| Backend {
-                url: u.into(),
-                user: "admin".into(),
-                key: Some(SecretString::from("k")),
-            }),
+            default_backend: default.map(|_| "default".to_owned()),
+            backends,
             request_timeout: Duration::from_secs(1),
             operation_timeout: Duration::from_secs(1),
             retry_budget: Duration::from_secs(1),
             max_inflight: 2,
+            index_reload: crate::index::FULL_RELOAD,
         }
     }
 
@@ -275,7 +450,11 @@ mod tests {
         fn new_for_test(c: &Config) -> Self {
             let metrics = Arc::new(Metrics::new());
             let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
-            Self::new(c, metrics, health)
+            // A Kubernetes API that does not exist: no test here reads a Secret.
+            let secrets = Arc::new(SecretReader::new(LazyClient::from_config(
+                kube::Config::new("http://127.0.0.1:9".parse().expect("uri")),
+            )));
+            Self::new(c, metrics, health, secrets)
         }
     }
 
@@ -283,66 +462,144 @@ mod tests {
         Error::invalid("no default")
     }
 
-    #[test]
-    fn default_url_is_canonicalised() {
-        let b = Backends::new_for_test(&config(Some("http://h:8080")));
-        assert_eq!(
-            b.canonical(&BackendRef::Url("http://h:8080/".into())),
-            BackendRef::Default
-        );
-        assert_eq!(
-            b.canonical(&BackendRef::Url("http://other:8080".into())),
-            BackendRef::Url("http://other:8080".into())
-        );
-        let t = b
-            .resolve(&BackendRef::Url("http://h:8080".into()), None, no_default)
-            .expect("resolves");
-        assert_eq!(t.reference, BackendRef::Default);
-        assert_eq!(t.url(), "http://h:8080");
+    fn creds(k: &str) -> Option<Credentials> {
+        Some(Credentials {
+            user: "admin".into(),
+            key: Some(SecretString::from(k.to_owned())),
+        })
     }
 
-    #[test]
-    fn missing_default_uses_the_callers_error() {
+    #[tokio::test]
+    async fn urls_and_aliases_resolve_to_names() {
+        let b = Backends::new_for_test(&config(Some("http://h:8080")));
+        let named = |n: &str| Some(BackendRef::Named(n.into()));
+        assert_eq!(
+            b.canonical(&BackendRef::Url("http://h:8080/".into())),
+            named("default")
+        );
+        assert_eq!(b.canonical(&BackendRef::Default), named("default"));
+        assert_eq!(
+            b.canonical(&BackendRef::Url("HTTP://Old-East:8080".into())),
+            named("east")
+        );
+        assert_eq!(b.canonical(&BackendRef::Named("nosuch".into())), None);
+        assert_eq!(
+            b.canonical(&BackendRef::Url("http://other:8080".into())),
+            Some(BackendRef::Url("http://other:8080".into()))
+        );
+        let t = b
+            .for_volume(
+                &BackendRef::Url("http://old-east:8080".into()),
+                None,
+                no_default,
+            )
+            .await
+            .expect("alias");
+        assert_eq!(t.reference, BackendRef::Named("east".into()));
+        assert_eq!(
+            t.url(),
+            "http://east:8080",
+            "the alias leads to today's URL"
+        );
+        let t = b
+            .for_class(None, None, false, no_default)
+            .await
+            .expect("default");
+        assert_eq!(t.reference, BackendRef::Named("default".into()));
+    }
+
+    #[tokio::test]
+    async fn unknown_backends_are_refused_unless_the_request_brings_credentials() {
         let b = Backends::new_for_test(&config(None));
+        let code = |r: Result<Target>| r.err().map(|e| e.code());
+        let unknown_url = BackendRef::Url("http://attacker:80".into());
+        assert_eq!(
+            code(
+                b.for_volume(&BackendRef::Named("nosuch".into()), creds("x"), no_default)
+                    .await
+            ),
+            Some(tonic::Code::InvalidArgument)
+        );
         let e = b
-            .resolve(&BackendRef::Default, None, no_default)
+            .for_volume(&unknown_url, None, no_default)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("aliases"), "{e}");
+        assert!(
+            b.health.watched().is_empty(),
+            "nothing about it was even watched"
+        );
+        let t = b
+            .for_volume(&unknown_url, creds("own"), no_default)
+            .await
+            .expect("own creds");
+        assert_eq!(t.reference, unknown_url);
+
+        let e = b
+            .for_class(
+                Some("http://elsewhere:8080"),
+                creds("class key"),
+                false,
+                no_default,
+            )
+            .await
+            .err()
+            .expect("no CSI secret");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("controller-expand-secret"), "{e}");
+        assert!(
+            b.for_class(
+                Some("http://elsewhere:8080"),
+                creds("csi"),
+                true,
+                no_default
+            )
+            .await
+            .is_ok()
+        );
+        let e = b
+            .for_class(None, None, false, no_default)
+            .await
             .err()
             .expect("no default");
         assert_eq!(e.to_string(), "no default");
     }
 
-    #[test]
-    fn clients_are_shared_per_credentials_and_state_per_url() {
+    #[tokio::test]
+    async fn clients_are_shared_per_credentials_and_state_per_backend() {
         let b = Backends::new_for_test(&config(None));
-        let url = BackendRef::Url("http://a:1".into());
-        let creds = |k: &str| {
-            Some(Credentials {
-                user: "admin".into(),
-                key: Some(SecretString::from(k.to_owned())),
-            })
-        };
-        let t1 = b.resolve(&url, creds("one"), no_default).expect("t1");
-        let t2 = b.resolve(&url, creds("two"), no_default).expect("t2");
-        let t3 = b.resolve(&url, None, no_default).expect("t3");
+        let by_url = BackendRef::Url("http://east:8080".into());
+        let by_alias = BackendRef::Url("http://old-east:8080".into());
+        let t1 = b
+            .for_volume(&by_url, creds("one"), no_default)
+            .await
+            .expect("t1");
+        let t2 = b
+            .for_volume(&by_alias, creds("two"), no_default)
+            .await
+            .expect("t2");
+        let t3 = b
+            .for_volume(&BackendRef::Named("east".into()), None, no_default)
+            .await
+            .expect("t3");
         assert!(Arc::ptr_eq(&t1.state, &t2.state));
         assert!(Arc::ptr_eq(&t1.state, &t3.state));
         assert_eq!(
             b.health.watched(),
-            std::collections::BTreeSet::from(["http://a:1".to_owned()]),
-            "a URL used is watched once"
+            BTreeSet::from(["http://east:8080".to_owned()]),
+            "a backend used is watched once"
         );
-        assert_eq!(
-            b.clients.lock().map(|c| c.len()).unwrap_or(0),
-            2,
-            "t3 reuses the last credentials"
-        );
+        assert_eq!(b.clients.lock().map(|c| c.len()).unwrap_or(0), 3);
     }
 
     #[tokio::test]
     async fn permits_bound_concurrency_and_fail_fast_when_busy() {
         let b = Backends::new_for_test(&config(Some("http://h:1")));
         let t = b
-            .resolve(&BackendRef::Default, None, no_default)
+            .for_volume(&BackendRef::Default, None, no_default)
+            .await
             .expect("t");
         let p1 = t.permit().await.expect("1");
         let _p2 = t.permit().await.expect("2");

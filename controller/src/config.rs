@@ -39,42 +39,29 @@ pub struct Args {
     /// more wait up to the request timeout, then fail with UNAVAILABLE.
     #[arg(long, env = "HEKETI_MAX_INFLIGHT", default_value_t = 8)]
     pub heketi_max_inflight: usize,
+    /// Seconds between full reloads of a backend's volume index (they run in the background
+    /// and pick up changes made outside the controller); 0 starts one whenever none runs, which
+    /// only a measurement wants.
+    #[arg(long, env = "INDEX_RELOAD_SECONDS", default_value_t = 600)]
+    pub index_reload_seconds: u64,
+    /// PEM file of the CA certificates trusted for an `https://` --heketi-url (on top of the
+    /// system's).
+    #[arg(long, env = "HEKETI_CA_FILE")]
+    pub heketi_ca_file: Option<PathBuf>,
+    /// YAML (or JSON) file naming the Heketi backends: name, URL, old URLs (aliases), CA and
+    /// the Kubernetes Secret with the credentials (docs/parameters.md, "Backends file").
+    #[arg(long, env = "BACKENDS_FILE")]
+    pub backends_file: Option<PathBuf>,
+    /// A --backends-file that does not exist is taken as empty instead of an error (for a file
+    /// mounted from an optional ConfigMap).
+    #[arg(long, env = "BACKENDS_FILE_OPTIONAL")]
+    pub backends_file_optional: bool,
     /// `--annotate-gid` (Kubernetes side, `crate::kube::gid_annotator`).
     #[command(flatten)]
     pub gid_annotator: crate::kube::gid_annotator::GidAnnotatorArgs,
 }
 
-/// A Heketi backend: where it is and how to authenticate.
-#[derive(Clone, Debug)]
-pub struct Backend {
-    /// Base URL.
-    pub url: String,
-    /// JWT issuer (`admin` or `user`).
-    pub user: String,
-    /// Key, when auth is on.
-    pub key: Option<SecretString>,
-}
-
-impl Backend {
-    /// A Heketi client builder for this backend with the given timeouts and retry budget; auth
-    /// is off when there is no key.
-    pub fn builder(
-        &self,
-        request_timeout: Duration,
-        operation_deadline: Duration,
-        retry_budget: Duration,
-    ) -> heketi_client::ClientBuilder {
-        let builder = heketi_client::ClientBuilder::new(&self.url)
-            .user(&self.user)
-            .request_timeout(request_timeout)
-            .operation_deadline(operation_deadline)
-            .retry_budget(retry_budget);
-        match &self.key {
-            Some(key) => builder.key(key.clone()),
-            None => builder.disable_auth(),
-        }
-    }
-}
+pub use crate::backends_file::{BackendAuth, BackendSpec, DEFAULT_NAME};
 
 /// Validated configuration.
 #[derive(Clone, Debug)]
@@ -85,8 +72,12 @@ pub struct Config {
     pub driver_name: String,
     /// Metrics address, if any.
     pub metrics_address: Option<std::net::SocketAddr>,
-    /// The backend used when a StorageClass names none.
-    pub default_backend: Option<Backend>,
+    /// Every configured backend: the one of `--heketi-url` (named [`DEFAULT_NAME`]) and those
+    /// of `--backends-file`.
+    pub backends: Vec<BackendSpec>,
+    /// The name of the backend used when a StorageClass names no `resturl` (and by ids written
+    /// without a backend), if any.
+    pub default_backend: Option<String>,
     /// Timeout of one HTTP request to Heketi.
     pub request_timeout: Duration,
     /// Deadline of a whole Heketi operation.
@@ -95,6 +86,16 @@ pub struct Config {
     pub retry_budget: Duration,
     /// Most volume operations at once against one Heketi.
     pub max_inflight: usize,
+    /// Time between full reloads of a volume index.
+    pub index_reload: Duration,
+}
+
+impl Config {
+    /// The default backend's specification, if there is one.
+    pub fn default_spec(&self) -> Option<&BackendSpec> {
+        let name = self.default_backend.as_deref()?;
+        self.backends.iter().find(|b| b.name == name)
+    }
 }
 
 /// A flag with an unusable value.
@@ -121,6 +122,22 @@ pub enum ConfigError {
     /// `--heketi-max-inflight 0`.
     #[error("--heketi-max-inflight must be at least 1")]
     ZeroInflight,
+    /// `--heketi-ca-file` cannot be read or holds no certificate.
+    #[error("--heketi-ca-file {path}: {reason}")]
+    CaFile {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `--backends-file` cannot be read or is not valid.
+    #[error("--backends-file {path}: {reason}")]
+    BackendsFile {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong, naming the entry and field.
+        reason: String,
+    },
 }
 
 impl Config {
@@ -135,9 +152,10 @@ impl Config {
         if args.heketi_max_inflight == 0 {
             return Err(ConfigError::ZeroInflight);
         }
-        let default_backend = match (args.heketi_url, args.heketi_key_file) {
+        let mut backends = Vec::new();
+        match (args.heketi_url, args.heketi_key_file) {
             (None, Some(_)) => return Err(ConfigError::KeyWithoutUrl),
-            (None, None) => None,
+            (None, None) => {}
             (Some(url), key_file) => {
                 let key = match key_file {
                     Some(path) => {
@@ -149,32 +167,64 @@ impl Config {
                     }
                     None => None,
                 };
-                let backend = Backend {
-                    url: url.trim_end_matches('/').to_owned(),
-                    user: args.heketi_user,
-                    key,
+                let ca = match args.heketi_ca_file {
+                    Some(path) => Some(
+                        crate::backends_file::read_ca(&path)
+                            .map_err(|reason| ConfigError::CaFile { path, reason })?,
+                    ),
+                    None => None,
                 };
-                // Build a client once so a bad URL fails now, naming the flag.
+                let backend = BackendSpec {
+                    name: DEFAULT_NAME.to_owned(),
+                    url: url.trim_end_matches('/').to_owned(),
+                    aliases: Vec::new(),
+                    ca,
+                    auth: match key {
+                        Some(key) => BackendAuth::Key {
+                            user: args.heketi_user,
+                            key,
+                        },
+                        None => BackendAuth::None,
+                    },
+                };
+                // Build a client once so a bad URL or CA fails now, naming the flag.
                 backend
                     .builder(
+                        None,
                         Duration::from_secs(1),
                         Duration::from_secs(1),
                         Duration::ZERO,
                     )
                     .build()
                     .map_err(|e| ConfigError::HeketiUrl(e.to_string()))?;
-                Some(backend)
+                backends.push(backend);
             }
-        };
+        }
+        let mut default_backend = (!backends.is_empty()).then(|| DEFAULT_NAME.to_owned());
+        let absent_but_optional = |p: &PathBuf| args.backends_file_optional && !p.exists();
+        if let Some(path) = args.backends_file.filter(|p| {
+            let skip = absent_but_optional(p);
+            if skip {
+                tracing::info!(path = %p.display(), "no backends file; only --heketi-url is used");
+            }
+            !skip
+        }) {
+            let file = crate::backends_file::load(&path, backends)
+                .map_err(|reason| ConfigError::BackendsFile { path, reason })?;
+            backends = file.backends;
+            default_backend = file.default;
+        }
         Ok(Self {
             endpoint: args.common.endpoint,
             driver_name: args.common.driver_name,
             metrics_address: args.common.metrics_address,
+            backends,
             default_backend,
             request_timeout: Duration::from_secs(args.heketi_request_timeout),
             operation_timeout: Duration::from_secs(args.heketi_operation_timeout),
             retry_budget: Duration::from_secs(args.heketi_retry_budget),
             max_inflight: args.heketi_max_inflight,
+            index_reload: Duration::from_secs(args.index_reload_seconds),
         })
     }
 }

@@ -69,9 +69,9 @@ struct Inner {
     backends: Backends,
     locks: OperationLocks,
     metrics: Arc<Metrics>,
-    /// Reads in-tree style `secretName`/`secretNamespace` Secrets (Kubernetes client built on
-    /// first use).
-    secrets: SecretReader,
+    /// Reads in-tree style `secretName`/`secretNamespace` Secrets and the Secrets of the
+    /// backends file (Kubernetes client built on first use).
+    secrets: Arc<SecretReader>,
 }
 
 impl ControllerService {
@@ -94,12 +94,18 @@ impl ControllerService {
         metrics: Arc<Metrics>,
         health: Arc<HeketiHealth>,
     ) -> Self {
+        let secrets = Arc::new(SecretReader::new(LazyClient::infer()));
         Self {
             inner: Arc::new(Inner {
-                backends: Backends::new(&config, Arc::clone(&metrics), health),
+                backends: Backends::new(
+                    &config,
+                    Arc::clone(&metrics),
+                    health,
+                    Arc::clone(&secrets),
+                ),
                 locks: OperationLocks::default(),
                 metrics,
-                secrets: SecretReader::new(LazyClient::infer()),
+                secrets,
             }),
         }
     }
@@ -252,6 +258,17 @@ async fn confirm_gone(target: &Target, id: &VolumeId) -> Result<()> {
     Ok(())
 }
 
+/// Starts a full reload of `target`'s index in the background when one is due; the caller
+/// does not wait for it.
+fn refresh_index(target: &Target) {
+    if target.state.index.reload_due(target.index_reload) {
+        target
+            .state
+            .index
+            .reload_in_background(target.client.clone(), Arc::clone(&target.metrics));
+    }
+}
+
 /// Runs `work` in a task of its own, holding `guard` until it ends, and waits for it.
 async fn detached<T: Send + 'static>(
     guard: OperationGuard,
@@ -338,10 +355,24 @@ impl Inner {
             }
             Some(SourceType::Volume(v)) => Some(v.volume_id.clone()),
         };
+        // A resturl of no backend is written into the id: it must fit (checked before the
+        // credentials rule, whose advice would not help).
+        if let Some(url) = &params.resturl
+            && self.backends.name_of_url(url).is_none()
+        {
+            VolumeId::check_backend(&BackendRef::Url(url.clone()))
+                .map_err(|e| Error::invalid(e.to_string()))?;
+        }
         let creds = class_credentials(&params, &req.secrets, &self.secrets).await?;
         let target = self
             .backends
-            .resolve(&params.backend(), creds, no_default_for_class)?;
+            .for_class(
+                params.resturl.as_deref(),
+                creds,
+                !req.secrets.is_empty(),
+                no_default_for_class,
+            )
+            .await?;
         VolumeId::check_backend(&target.reference).map_err(|e| Error::invalid(e.to_string()))?;
         let heketi_name = names::heketi_name(&req.name, params.name_prefix.as_deref());
         let guard = lock(
@@ -397,15 +428,25 @@ impl Inner {
         target: &Target,
         heketi_name: &str,
     ) -> Result<Option<VolumeInfoResponse>> {
-        let found = target
-            .state
-            .index
-            .refreshed(&target.client, &target.metrics, |vols| {
-                vols.values()
-                    .find(|s| s.name == heketi_name)
-                    .map(|s| s.id.clone())
-            })
-            .await?;
+        let by_name = |vols: &std::collections::BTreeMap<String, Summary>| {
+            vols.values()
+                .find(|s| s.name == heketi_name)
+                .map(|s| s.id.clone())
+        };
+        refresh_index(target);
+        let found = match target.state.index.with(by_name) {
+            Some(id) => Some(id),
+            None => {
+                // Not known here: perhaps made by an earlier call that timed out, or by
+                // another controller. Catch up with Heketi's list (no lock is held meanwhile).
+                target
+                    .state
+                    .index
+                    .catch_up(&target.client, &target.metrics)
+                    .await?;
+                target.state.index.with(by_name)
+            }
+        };
         let Some(id) = found else {
             return Ok(None);
         };
@@ -414,11 +455,11 @@ impl Inner {
             .await
         {
             Ok(info) => {
-                target.state.index.insert(Summary::from_info(&info)).await;
+                target.state.index.insert(Summary::from_info(&info));
                 Ok(Some(info))
             }
             Err(e) if e.is_not_found() => {
-                target.state.index.remove(&id).await;
+                target.state.index.remove(&id);
                 Ok(None)
             }
             Err(e) => Err(Error::heketi(
@@ -462,11 +503,11 @@ impl Inner {
 
     async fn make_new(&self, target: &Target, plan: &CreatePlan) -> Result<VolumeInfoResponse> {
         let range = plan.params.gid_range;
-        let reservation = target
-            .state
-            .index
-            .reserve_gid(&target.state.gids, range, &plan.heketi_name)
-            .await;
+        let reservation =
+            target
+                .state
+                .index
+                .reserve_gid(&target.state.gids, range, &plan.heketi_name);
         let reservation = reservation.ok_or_else(|| {
             Error::ResourceExhausted(format!(
                 "no free gid in gidMin..gidMax ({}..{}): every gid is used by a volume on {}; \
@@ -517,7 +558,7 @@ impl Inner {
                 return outcome;
             }
         };
-        target.state.index.insert(Summary::from_info(&info)).await;
+        target.state.index.insert(Summary::from_info(&info));
         reservation.release();
         Ok(info)
     }
@@ -566,9 +607,10 @@ impl Inner {
         let missing = || Error::NotFound(format!("clone source volume {source:?} does not exist"));
         let src = VolumeId::parse(source).ok_or_else(missing)?;
         let src_backend = self.backends.canonical(&src.backend);
-        if src_backend != target.reference {
+        if src_backend.as_ref() != Some(&target.reference) {
+            let on = src_backend.unwrap_or(src.backend);
             return Err(Error::invalid(format!(
-                "clone source volume {source:?} is on {src_backend}, not on {} where the \
+                "clone source volume {source:?} is on {on}, not on {} where the \
                  StorageClass creates volumes; clone within one Heketi",
                 target.reference
             )));
@@ -618,7 +660,7 @@ impl Inner {
                 return self.after_failed_create(target, plan, failure).await;
             }
         };
-        target.state.index.insert(Summary::from_info(&clone)).await;
+        target.state.index.insert(Summary::from_info(&clone));
         if clone.size >= plan.want_gib {
             return Ok(clone);
         }
@@ -630,8 +672,8 @@ impl Inner {
                     .heketi("volume_delete", target.client.volume_delete(&clone.id))
                     .await
                 {
-                    Ok(()) => target.state.index.remove(&clone.id).await,
-                    Err(d) if d.is_not_found() => target.state.index.remove(&clone.id).await,
+                    Ok(()) => target.state.index.remove(&clone.id),
+                    Err(d) if d.is_not_found() => target.state.index.remove(&clone.id),
                     Err(d) => tracing::error!(
                         heketi_id = %clone.id,
                         error = %d,
@@ -668,7 +710,7 @@ impl Inner {
                     e,
                 )
             })?;
-        target.state.index.insert(Summary::from_info(&grown)).await;
+        target.state.index.insert(Summary::from_info(&grown));
         Ok(grown)
     }
 
@@ -691,7 +733,8 @@ impl Inner {
         )?;
         let target = self
             .backends
-            .resolve(&id.backend, creds, no_default_for_volume)?;
+            .for_volume(&id.backend, creds, no_default_for_volume)
+            .await?;
         detached(guard, async move {
             let _permit = target.permit().await?;
             match target
@@ -710,7 +753,7 @@ impl Inner {
                     ));
                 }
             }
-            target.state.index.remove(&id.heketi_id).await;
+            target.state.index.remove(&id.heketi_id);
             Ok(())
         })
         .await
@@ -739,7 +782,8 @@ impl Inner {
         )?;
         let target = self
             .backends
-            .resolve(&id.backend, creds, no_default_for_volume)?;
+            .for_volume(&id.backend, creds, no_default_for_volume)
+            .await?;
         let this = Arc::clone(&self);
         detached(guard, async move {
             let info = this.read_volume(&target, &id).await?;
@@ -791,7 +835,8 @@ impl Inner {
         let creds = Credentials::from_secrets(&req.secrets)?;
         let target = self
             .backends
-            .resolve(&id.backend, creds, no_default_for_volume)?;
+            .for_volume(&id.backend, creds, no_default_for_volume)
+            .await?;
         self.read_volume(&target, &id).await?;
         let refuse = |message: String| ValidateVolumeCapabilitiesResponse {
             confirmed: None,
@@ -828,7 +873,8 @@ impl Inner {
         let id = parse_existing_id(&req.volume_id)?;
         let target = self
             .backends
-            .resolve(&id.backend, None, no_default_for_volume)?;
+            .for_volume(&id.backend, None, no_default_for_volume)
+            .await?;
         let info = self.read_volume(&target, &id).await?;
         // The id asked about, as it is: one written before the cluster tag stays without it.
         let volume = Volume {
@@ -855,34 +901,37 @@ impl Inner {
         }
         let target = self
             .backends
-            .resolve(&BackendRef::Default, None, no_default_for_volume)?;
-        let (page, more) = target
+            .for_volume(&BackendRef::Default, None, no_default_for_volume)
+            .await?;
+        refresh_index(&target);
+        target
             .state
             .index
-            .refreshed(&target.client, &target.metrics, |vols| {
-                let start = match &after {
-                    Some(id) => Bound::Excluded(id.clone()),
-                    None => Bound::Unbounded,
-                };
-                let mut ours = vols
-                    .range((start, Bound::Unbounded))
-                    .map(|(_, s)| s)
-                    .filter(|s| names::is_driver_volume(&s.name));
-                let page: Vec<Summary> = match max {
-                    0 => ours.by_ref().cloned().collect(),
-                    n => ours.by_ref().take(n).cloned().collect(),
-                };
-                let more = ours.next().is_some();
-                (page, more)
-            })
+            .catch_up(&target.client, &target.metrics)
             .await?;
+        let (page, more) = target.state.index.with(|vols| {
+            let start = match &after {
+                Some(id) => Bound::Excluded(id.clone()),
+                None => Bound::Unbounded,
+            };
+            let mut ours = vols
+                .range((start, Bound::Unbounded))
+                .map(|(_, s)| s)
+                .filter(|s| names::is_driver_volume(&s.name));
+            let page: Vec<Summary> = match max {
+                0 => ours.by_ref().cloned().collect(),
+                n => ours.by_ref().take(n).cloned().collect(),
+            };
+            let more = ours.next().is_some();
+            (page, more)
+        });
         let next_token = match (more, page.last()) {
             (true, Some(last)) => paging::encode(&last.id),
             _ => String::new(),
         };
         let mut entries = Vec::with_capacity(page.len());
         for s in page {
-            let volume_id = VolumeId::new(BackendRef::Default, &s.id)
+            let volume_id = VolumeId::new(target.reference.clone(), &s.id)
                 .in_cluster(&s.cluster)
                 .encode()
                 .map_err(|e| Error::Internal(e.to_string()))?;
@@ -916,13 +965,16 @@ impl Inner {
             return Ok(GetCapacityResponse::default());
         }
         let params = ClassParams::parse(&req.parameters)?;
-        // GetCapacity carries no secrets: use restuserkey, or what the backend already has.
+        // GetCapacity carries no secrets: use restuserkey, or the backend's own credentials.
         // The only failure without secrets is an unread secretName: then there is nothing to
-        // add and the backend's own (or remembered) credentials are used.
+        // add and the backend's own credentials are used. A resturl of no configured backend
+        // is asked only with the class's own key.
         let creds = params.credentials(&HashMap::new()).unwrap_or_default();
+        let own = creds.is_some();
         let target = self
             .backends
-            .resolve(&params.backend(), creds, no_default_for_class)?;
+            .for_class(params.resturl.as_deref(), creds, own, no_default_for_class)
+            .await?;
         let free_kib = self.free_kib(&target, &params.clusters).await?;
         let available = params.volume_type.usable(free_kib.saturating_mul(1024));
         Ok(GetCapacityResponse {
@@ -1183,7 +1235,7 @@ mod tests {
         use tokio::net::TcpListener;
 
         use super::*;
-        use crate::config::Backend;
+        use crate::config::{BackendAuth, BackendSpec};
 
         const VOLUME: &str = "0123456789abcdef0123456789abcdef";
         const CLUSTER: &str = "c0ffee00aaaaaaaaaaaaaaaaaaaaaaaa";
@@ -1250,25 +1302,31 @@ mod tests {
                 endpoint: "unix:///tmp/x.sock".parse().expect("endpoint"),
                 driver_name: "gluster.heketi.csi".into(),
                 metrics_address: None,
-                default_backend: Some(Backend {
+                backends: vec![BackendSpec {
+                    name: "default".into(),
                     url: url.into(),
-                    user: "admin".into(),
-                    key: None,
-                }),
+                    aliases: Vec::new(),
+                    ca: None,
+                    auth: BackendAuth::None,
+                }],
+                default_backend: Some("default".into()),
                 request_timeout: Duration::from_secs(2),
                 operation_timeout: Duration::from_secs(2),
                 retry_budget: Duration::ZERO,
                 max_inflight: 2,
+                index_reload: crate::index::FULL_RELOAD,
             }
         }
 
-        fn target(url: &str) -> Target {
+        async fn target(url: &str) -> Target {
             let config = config(url);
             let metrics = Arc::new(Metrics::new());
             let health = Arc::new(HeketiHealth::new(Arc::clone(&metrics)));
-            let backends = Backends::new(&config, metrics, health);
+            let secrets = Arc::new(SecretReader::new(LazyClient::infer()));
+            let backends = Backends::new(&config, metrics, health, secrets);
             backends
-                .resolve(&BackendRef::Default, None, no_default_for_volume)
+                .for_volume(&BackendRef::Default, None, no_default_for_volume)
+                .await
                 .expect("target")
         }
 
@@ -1340,7 +1398,7 @@ mod tests {
             ];
             for (what, answers, tag, want) in cases {
                 let (url, _) = stub(answers).await;
-                let got = confirm_gone(&target(&url), &id(tag)).await;
+                let got = confirm_gone(&target(&url).await, &id(tag)).await;
                 match (got, want) {
                     (Ok(()), None) => {}
                     (Err(e), Some((code, phrase))) => {
@@ -1357,7 +1415,7 @@ mod tests {
         #[tokio::test]
         async fn clusters_are_read_once_and_again_on_a_tag_miss() {
             let (url, reads) = stub(Answers::heketi(&[CLUSTER], &[])).await;
-            let t = target(&url);
+            let t = target(&url).await;
             for _ in 0..3 {
                 confirm_gone(&t, &id(Some(CLUSTER))).await.expect("gone");
             }
@@ -1373,7 +1431,7 @@ mod tests {
         #[tokio::test]
         async fn an_empty_answer_is_not_kept() {
             let (url, reads) = stub(Answers::heketi(&[], &[])).await;
-            let t = target(&url);
+            let t = target(&url).await;
             for _ in 0..2 {
                 assert!(confirm_gone(&t, &id(None)).await.is_err());
             }

@@ -50,11 +50,20 @@ impl HeketiHealth {
     /// Checks `url` from the next round on; nothing happens when it is watched already or is
     /// not a usable Heketi URL (a call naming it fails on its own).
     pub fn watch(&self, url: &str) {
+        self.watch_with_ca(url, None);
+    }
+
+    /// [`Self::watch`] for an `https://` backend with its own CA certificates (PEM).
+    pub fn watch_with_ca(&self, url: &str, ca: Option<&[u8]>) {
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         if watched.contains_key(url) {
             return;
         }
-        let client = heketi_client::ClientBuilder::new(url)
+        let mut builder = heketi_client::ClientBuilder::new(url);
+        if let Some(ca) = ca {
+            builder = builder.ca_pem(ca.to_vec());
+        }
+        let client = builder
             .disable_auth()
             .request_timeout(CHECK_TIMEOUT)
             .operation_deadline(CHECK_TIMEOUT)

@@ -4,6 +4,7 @@
 //! [`Args`] is the command line, [`Config`] its validated form, [`run`] serves until shutdown.
 
 pub mod backend;
+pub mod backends_file;
 pub mod config;
 pub mod controller;
 pub mod error;
@@ -71,8 +72,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         Arc::new(identity::Serving),
     );
     let health = Arc::new(health::HeketiHealth::new(Arc::clone(&metrics)));
-    if let Some(backend) = &config.default_backend {
-        health.watch(&backend.url);
+    for backend in &config.backends {
+        health.watch_with_ca(&backend.url, backend.ca.as_deref());
     }
     let checks = health.spawn();
     let controller =

@@ -5,11 +5,17 @@
 //! volume it is, even after the StorageClass was edited or deleted:
 //!
 //! ```text
-//! 1:<heketi volume id>                 volume on the controller's default backend (--heketi-url)
-//! 1:<heketi volume id>:h<base64url>    volume on http://<decoded>
-//! 1:<heketi volume id>:s<base64url>    volume on https://<decoded>
+//! 1:<heketi volume id>:n<name>         volume on the backend of that name (every new id)
+//! 1:<heketi volume id>                 volume on the controller's default backend (old ids)
+//! 1:<heketi volume id>:h<base64url>    volume on http://<decoded> (old ids, and classes with
+//! 1:<heketi volume id>:s<base64url>    volume on https://<decoded>  a resturl of no backend)
 //! … :c<8 hex>                          (optional, last) the volume's Heketi cluster
 //! ```
+//!
+//! A backend name ([`crate::backends_file::is_backend_name`]: `[a-z0-9-]`, at most 63
+//! characters) always fits with the cluster tag. Naming the backend instead of its URL lets the
+//! URL change (`crate::backends_file`), and the controller sends nothing to an address taken
+//! from an id unless the request brings its own credentials (`crate::backend`).
 //!
 //! `1` is the format version; the Heketi id is 32 lowercase hex characters; the URL after its
 //! scheme is base64url without padding, so the id holds only `[A-Za-z0-9_:-]`. A URL longer than
@@ -45,8 +51,11 @@ const VERSION: &str = "1";
 /// Which Heketi holds a volume.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BackendRef {
-    /// The controller's default backend (`--heketi-url`), whatever its URL is today.
+    /// The controller's default backend, whatever its URL is today (ids written before
+    /// backends had names).
     Default,
+    /// A backend of the controller's configuration, by name.
+    Named(String),
     /// A Heketi named by URL (`resturl`), without a trailing slash.
     Url(String),
 }
@@ -55,6 +64,7 @@ impl std::fmt::Display for BackendRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Default => f.write_str("the default backend"),
+            Self::Named(n) => write!(f, "backend {n}"),
             Self::Url(u) => f.write_str(u),
         }
     }
@@ -123,6 +133,13 @@ impl VolumeId {
     /// The id string. The cluster tag is left out when the id would not fit with it.
     pub fn encode(&self) -> Result<String, UrlTooLong> {
         let mut out = format!("{VERSION}:{}", self.heketi_id);
+        if let BackendRef::Named(name) = &self.backend {
+            if !crate::backends_file::is_backend_name(name) {
+                return Err(UrlTooLong { url: name.clone() });
+            }
+            out.push_str(":n");
+            out.push_str(name);
+        }
         if let BackendRef::Url(url) = &self.backend {
             let (tag, rest) = if let Some(rest) = url.strip_prefix("http://") {
                 ('h', rest)
@@ -174,14 +191,19 @@ impl VolumeId {
             let (scheme, rest) = match b.split_at_checked(1)? {
                 ("h", rest) => ("http://", rest),
                 ("s", rest) => ("https://", rest),
+                ("n", name) if crate::backends_file::is_backend_name(name) => ("", name),
                 _ => return None,
             };
-            let raw = URL_SAFE_NO_PAD.decode(rest).ok()?;
-            let rest = String::from_utf8(raw).ok()?;
-            if rest.is_empty() || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return None;
+            if scheme.is_empty() {
+                backend = BackendRef::Named(rest.to_owned());
+            } else {
+                let raw = URL_SAFE_NO_PAD.decode(rest).ok()?;
+                let rest = String::from_utf8(raw).ok()?;
+                if rest.is_empty() || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return None;
+                }
+                backend = BackendRef::Url(format!("{scheme}{rest}"));
             }
-            backend = BackendRef::Url(format!("{scheme}{rest}"));
             next = parts.next();
         }
         if let Some(c) = next {
@@ -282,6 +304,29 @@ mod tests {
             assert_eq!(id.backend, backend);
             assert_eq!(id.cluster, None);
             assert_eq!(id.encode().ok(), Some(s));
+        }
+    }
+
+    #[test]
+    fn named_backends_round_trip_with_the_tag_and_always_fit() {
+        for name in [
+            "default",
+            "east-1",
+            &"z".repeat(crate::backends_file::MAX_NAME_LEN),
+        ] {
+            let id = VolumeId::new(BackendRef::Named(name.to_owned()), ID).in_cluster(CLUSTER);
+            let s = id.encode().expect("fits");
+            assert!(s.len() <= MAX_ID_LEN, "{s}");
+            assert_eq!(s, format!("1:{ID}:n{name}:ca1b2c3d4"));
+            assert_eq!(VolumeId::parse(&s), Some(id), "{s}");
+        }
+        for bad in ["", "Upper", "a:b", "-x"] {
+            assert!(
+                VolumeId::new(BackendRef::Named(bad.into()), ID)
+                    .encode()
+                    .is_err()
+            );
+            assert_eq!(VolumeId::parse(&format!("1:{ID}:n{bad}")), None, "{bad}");
         }
     }
 

@@ -226,6 +226,69 @@ impl SecretReader {
     }
 }
 
+impl SecretReader {
+    /// The credentials of backend `backend` in its Secret `namespace`/`name` (backends file):
+    /// data key `key`, and `user` (default `admin`). Any Secret type is accepted. Every error
+    /// names the backend and the Secret and says what to fix; none holds a secret value.
+    #[tracing::instrument(skip(self), err(Display))]
+    pub async fn backend_credentials(
+        &self,
+        backend: &str,
+        namespace: &str,
+        name: &str,
+    ) -> crate::error::Result<Credentials> {
+        let whose = format!("the Secret {namespace}/{name} of Heketi backend {backend}");
+        let client = self.client.get().await.map_err(|e| {
+            Error::FailedPrecondition(format!("cannot read {whose} (backends file): {e}"))
+        })?;
+        let api: Api<Secret> = Api::namespaced(client, namespace);
+        let secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{whose} does not exist; create it (the Heketi key under `key`, optionally \
+                     the user under `user`) or fix `secret` of the backend in the backends file"
+                )));
+            }
+            Err(source) => {
+                return Err(match classify(namespace, name, source) {
+                    SecretError::Forbidden { message, .. } => Error::FailedPrecondition(format!(
+                        "the controller may not read {whose} ({message}); grant its service \
+                         account `get` on secrets in {namespace}"
+                    )),
+                    e @ SecretError::Unavailable { .. } => Error::Busy(e.to_string()),
+                    e => Error::Internal(e.to_string()),
+                });
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let text = |k: &str| {
+            data.get(k).map(|v| {
+                String::from_utf8_lossy(&v.0)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned()
+            })
+        };
+        let Some(key) = text(KEY_ENTRY).filter(|k| !k.is_empty()) else {
+            return Err(Error::FailedPrecondition(format!(
+                "{whose} has no `key` entry; put the Heketi key under `key`"
+            )));
+        };
+        let user = text("user")
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_USER.to_owned());
+        if !user.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Error::FailedPrecondition(format!(
+                "the `user` of {whose} is not a Heketi user name; use admin (or user)"
+            )));
+        }
+        Ok(Credentials {
+            user,
+            key: Some(SecretString::from(key)),
+        })
+    }
+}
+
 fn classify(namespace: &str, name: &str, source: kube::Error) -> SecretError {
     let (namespace, name) = (namespace.to_owned(), name.to_owned());
     match status_code(&source) {
