@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the testbed needs on a Debian/Ubuntu machine: the GlusterFS server and FUSE
-# client, iproute2 (network namespaces) and util-linux (unshare). Safe to run again: it installs
+# client, iproute2 (network namespaces), util-linux (unshare, nsenter) and OpenSSH (each test
+# host runs its own sshd; heketi-server reaches the hosts with ssh). Safe to run again: it installs
 # only what is missing. Must run as root, like the testbed itself.
 set -euo pipefail
 
@@ -15,12 +16,28 @@ command -v mount.glusterfs >/dev/null 2>&1 || [ -x /sbin/mount.glusterfs ] || mi
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v getfattr >/dev/null 2>&1 || missing+=(attr)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+# tests/tests/deploy.rs validates the manifests with kubernetes-validate (PyPI), installed into a
+# virtualenv under the target directory: Debian's python3 needs venv and pip for that.
+[ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages must not start services here (openssh-server would start an sshd on port 22 of
+  # the machine): a policy-rc.d that refuses, unless the machine already has one.
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ -z "$policy_made" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 if [ ! -e /dev/fuse ]; then

@@ -21,9 +21,9 @@
 #
 # The testbed's controller has a default Heketi backend with the admin key (--heketi-key-file),
 # so it needs no secret. The script passes the key as Kubernetes would anyway, through the CSI
-# secrets of the controller calls (the keys `key` and `user` of deploy/examples/secret.yaml),
-# which exercises the credentials path of a real cluster. The node calls get no secret: the node
-# plugin never talks to Heketi.
+# secrets of the controller calls (the keys `key` and `user` of the Secret that
+# deploy/kubernetes/overlays/example generates), which exercises the credentials path of a
+# real cluster. The node calls get no secret: the node plugin never talks to Heketi.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -6,7 +6,7 @@
 //!   (`storageclass-csi.yaml`) into a `CreateVolume` call — name `pvc-<claim uid>`, the claim's
 //!   size, the class's parameters without the sidecars' `csi.storage.k8s.io/` keys (plus the
 //!   three it adds itself with `--extra-create-metadata`, as `deploy/` runs it), the secret
-//!   named by the class (`secret.yaml`), the claim's access mode and the class's `mountOptions`
+//!   named by the class (the one `deploy/kubernetes/overlays/example` generates), the claim's access mode and the class's `mountOptions`
 //!   — and writes a PersistentVolume from the answer;
 //! - **kubelet** stages the volume once on the node and publishes it into two pods' volume
 //!   directories (`NodeStageVolume`, `NodePublishVolume`), with the PV's `volumeHandle`,
@@ -19,10 +19,11 @@
 //! brick directories), and at the end nothing of the volume is left. `gluster-csi-testbed demo`
 //! and the `e2e` integration test run this same code.
 //!
-//! The manifests are compiled in and parsed with the Kubernetes API types (k8s-openapi). Two
-//! values are substituted, because they only make sense in a cluster: the class's `resturl`
-//! (an in-cluster Service name) becomes the testbed's heketi-server URL, and the Secret's
-//! placeholder key becomes the testbed's Heketi admin key.
+//! The manifests are compiled in and parsed with the Kubernetes API types (k8s-openapi). The
+//! class names no `resturl`: it uses the controller's default backend, which the testbed points
+//! at its heketi-server (a `resturl` would be replaced by that URL). The Secret is the one the
+//! example overlay generates from the operator's files; the admin key, which no committed
+//! file holds, is the testbed's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -54,8 +55,13 @@ use crate::csi::DRIVER_NAME;
 
 /// `deploy/examples/storageclass-csi.yaml`.
 pub const EXAMPLE_STORAGE_CLASS: &str = include_str!("../../deploy/examples/storageclass-csi.yaml");
-/// `deploy/examples/secret.yaml`.
-pub const EXAMPLE_SECRET: &str = include_str!("../../deploy/examples/secret.yaml");
+/// `deploy/kubernetes/overlays/example/kustomization.yaml`: its `secretGenerator` makes the
+/// Secret the example classes name.
+pub const EXAMPLE_OVERLAY: &str =
+    include_str!("../../deploy/kubernetes/overlays/example/kustomization.yaml");
+/// `deploy/kubernetes/overlays/example/heketi-user.env`: the Secret's `user` entry.
+pub const EXAMPLE_SECRET_ENV: &str =
+    include_str!("../../deploy/kubernetes/overlays/example/heketi-user.env");
 /// `deploy/examples/pvc-rwx.yaml`.
 pub const EXAMPLE_CLAIM: &str = include_str!("../../deploy/examples/pvc-rwx.yaml");
 
@@ -142,7 +148,7 @@ impl Narration {
 pub struct Examples {
     /// `storageclass-csi.yaml`.
     pub storage_class: StorageClass,
-    /// `secret.yaml`.
+    /// The Secret of the example overlay, with an empty `key` (the operator's file).
     pub secret: Secret,
     /// `pvc-rwx.yaml`.
     pub claim: PersistentVolumeClaim,
@@ -154,8 +160,7 @@ impl Examples {
         Ok(Self {
             storage_class: serde_yaml_ng::from_str(EXAMPLE_STORAGE_CLASS)
                 .context("deploy/examples/storageclass-csi.yaml is not a StorageClass")?,
-            secret: serde_yaml_ng::from_str(EXAMPLE_SECRET)
-                .context("deploy/examples/secret.yaml is not a Secret")?,
+            secret: example_secret()?,
             claim: serde_yaml_ng::from_str(EXAMPLE_CLAIM)
                 .context("deploy/examples/pvc-rwx.yaml is not a PersistentVolumeClaim")?,
         })
@@ -191,6 +196,40 @@ impl Examples {
         self.secret.string_data = Some(strings);
         Ok(self)
     }
+}
+
+/// The Secret `secretGenerator` of the example overlay makes: name, namespace and type from the
+/// kustomization, `user` from its env file, `key` empty (the operator writes it into a file
+/// that is not in the repository).
+fn example_secret() -> Result<Secret> {
+    const WHAT: &str = "deploy/kubernetes/overlays/example/kustomization.yaml";
+    let k: serde_json::Value =
+        serde_yaml_ng::from_str(EXAMPLE_OVERLAY).with_context(|| format!("{WHAT} parses"))?;
+    let generator = k["secretGenerator"]
+        .as_array()
+        .and_then(|g| g.first())
+        .with_context(|| format!("{WHAT} has no secretGenerator"))?;
+    let mut data = BTreeMap::new();
+    for line in EXAMPLE_SECRET_ENV.lines().map(str::trim) {
+        if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+            data.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    for file in generator["files"].as_array().into_iter().flatten() {
+        let entry = file.as_str().unwrap_or_default();
+        let key = entry.split_once('=').map_or(entry, |(k, _)| k);
+        data.insert(key.to_owned(), String::new());
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: generator["name"].as_str().map(str::to_owned),
+            namespace: k["namespace"].as_str().map(str::to_owned),
+            ..Default::default()
+        },
+        type_: generator["type"].as_str().map(str::to_owned),
+        string_data: Some(data),
+        ..Default::default()
+    })
 }
 
 /// A namespaced object name, `namespace/name`.
@@ -807,8 +846,8 @@ pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> 
         name_of(&claim.metadata)
     ));
     n.info(format!(
-        "substituted for this machine: resturl {} → {} (the in-cluster Service name does not \
-         resolve here); the Secret's placeholder key → the testbed's Heketi admin key",
+        "substituted for this machine: resturl {} → {} (the controller's default backend is the \
+         testbed's heketi-server); the Secret's key → the testbed's Heketi admin key",
         original
             .storage_class
             .parameters
@@ -936,6 +975,14 @@ pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> 
             && hosts.len() == 3,
         "gluster volume info {gluster_volume}:\n{info}"
     );
+    // Each brick is on its own host's disk (seen from outside the hosts).
+    for (host, brick) in &bricks {
+        let spec = format!("{host}:{}", brick.display());
+        let on_disk = tb
+            .brick_on_disk(&spec)
+            .with_context(|| format!("brick {spec} is on no testbed host"))?;
+        ensure!(on_disk.is_dir(), "brick {spec} is not on its host's disk");
+    }
     n.info(format!(
         "gluster volume info: Replicate, Started, bricks {}",
         bricks
@@ -1175,7 +1222,11 @@ pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> 
     n.info(format!("{} → {:?}", file_b.display(), read.trim_end()));
     n.proved("the file written by pod A is read by pod B: one FUSE client serves both");
     for (host, brick) in &bricks {
-        let p = brick.join("hello.txt");
+        let spec = format!("{host}:{}", brick.display());
+        let p = tb
+            .brick_on_disk(&spec)
+            .with_context(|| format!("brick {spec} is on no testbed host"))?
+            .join("hello.txt");
         let on_brick = blocking("reading a brick", move || std::fs::read_to_string(&p)).await?;
         ensure!(
             on_brick == content,
@@ -1304,8 +1355,11 @@ pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> 
         "gluster volume list no longer shows {gluster_volume}"
     ));
     for (host, brick) in &bricks {
-        // `<device>/brick_<id>/brick`: the brick and its directory.
-        let dir = brick.parent().unwrap_or(brick);
+        // `<device>/brick_<id>/brick`: the brick and its directory, on the host's disk.
+        let brick = tb
+            .brick_on_disk(&format!("{host}:{}", brick.display()))
+            .with_context(|| format!("brick {host}:{} is on no testbed host", brick.display()))?;
+        let dir = brick.parent().unwrap_or(&brick);
         ensure!(
             !brick.exists() && !dir.exists(),
             "brick {host}:{} is still there",

@@ -28,7 +28,7 @@ pub async fn down(state_dir: &Path) -> Result<()> {
     let mut problems: Vec<String> = Vec::new();
 
     // 1. Our own daemons outside the hosts' namespaces: stop them before their mounts go.
-    stop_processes(&entries, |role| !role.starts_with("glusterd-")).await;
+    stop_processes(&entries, |role| !crate::host::is_host_role(role)).await;
 
     // 2. Mounts (FUSE clients end with their mount).
     unmount_all(dir, &entries, &mut problems).await;

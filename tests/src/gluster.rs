@@ -6,10 +6,9 @@
 //! quota's auxiliary mounts. On one machine every host would share it, and the daemons of one
 //! host would take over (or delete) those of another — with a single working quotad for all,
 //! writes to quota-enabled volumes fail once it is not the right one. So each host's glusterd
-//! runs in a mount namespace of its own (the one `ip netns exec` makes) in which
-//! `/var/run/gluster` is a bind mount of the host's directory `hN/var-run-gluster`, set up by
-//! [`host_exec`] (`gluster-csi-testbed host-exec`) just before it executes glusterd. Bricks and
-//! daemons glusterd starts inherit it.
+//! runs in the host's own mount namespace ([`crate::host`]) in which `/var/run/gluster` is a bind
+//! mount of the host's directory `hN/var-run-gluster`, set up by [`host_exec`]
+//! (`gluster-csi-testbed host-exec`). Bricks and daemons glusterd starts inherit it.
 
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -59,10 +58,9 @@ pub fn var_run_dir(host: &GlusterHost) -> PathBuf {
 }
 
 /// Prepares `host`'s directories and identity, and starts its glusterd (in the foreground, so the
-/// journaled pid is glusterd's own) with its own [`GLUSTER_VAR_RUN`].
-pub fn start_glusterd(host: &GlusterHost, journal: &Journal) -> Result<Child> {
+/// journaled pid is glusterd's own) in the namespaces of the host's holder `holder`.
+pub fn start_glusterd(host: &GlusterHost, holder: u32, journal: &Journal) -> Result<Child> {
     let glusterd = cmd::require("glusterd", "install glusterfs-server")?;
-    let testbed = testbed_bin()?;
     let var_run = var_run_dir(host);
     for d in [
         &host.working_dir,
@@ -84,7 +82,7 @@ pub fn start_glusterd(host: &GlusterHost, journal: &Journal) -> Result<Child> {
         )
         .with_context(|| format!("cannot write {}", info.display()))?;
     }
-    let argv = glusterd_argv(host, &glusterd, &testbed);
+    let argv = glusterd_argv(host, &glusterd, holder);
     daemon::spawn(
         &glusterd_role(host),
         &argv,
@@ -99,20 +97,12 @@ pub fn glusterd_role(host: &GlusterHost) -> String {
     format!("glusterd-{}", host.name)
 }
 
-/// `ip netns exec NS gluster-csi-testbed host-exec --bind HOST_VAR_RUN:/var/run/gluster --
-/// glusterd -N …`: every exec keeps the pid, so the journaled pid is glusterd's.
-fn glusterd_argv(host: &GlusterHost, glusterd: &Path, testbed: &Path) -> Vec<String> {
+/// `nsenter -t HOLDER -m -n -- glusterd -N …`: nsenter executes glusterd in place, so the
+/// journaled pid is glusterd's.
+fn glusterd_argv(host: &GlusterHost, glusterd: &Path, holder: u32) -> Vec<String> {
     let opt = |k: &str, v: &Path| format!("management.{k}={}", v.display());
-    vec![
-        "ip".into(),
-        "netns".into(),
-        "exec".into(),
-        host.netns.clone(),
-        testbed.display().to_string(),
-        "host-exec".into(),
-        "--bind".into(),
-        format!("{}:{GLUSTER_VAR_RUN}", var_run_dir(host).display()),
-        "--".into(),
+    let mut argv = crate::host::enter_argv(holder);
+    argv.extend([
         glusterd.display().to_string(),
         "-N".into(),
         "--xlator-option".into(),
@@ -125,10 +115,53 @@ fn glusterd_argv(host: &GlusterHost, glusterd: &Path, testbed: &Path) -> Vec<Str
         host.run_dir.join("glusterd.pid").display().to_string(),
         "-l".into(),
         host.log_dir.join("glusterd.log").display().to_string(),
-    ]
+    ]);
+    argv
 }
 
-/// A `--bind SRC:DST` of `host-exec`: two absolute paths separated by the first `:`.
+/// What `gluster-csi-testbed host-exec` sets up in its new mount namespace, in this order:
+/// tmpfs mounts, bind mounts, directories, symbolic links, and last the `hide` tmpfs mounts
+/// (which cover what is under them, e.g. the other hosts' disks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSetup {
+    /// Directories that get an empty tmpfs (mode 0755).
+    pub tmpfs: Vec<PathBuf>,
+    /// `(source, destination)` bind mounts (both made if missing).
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    /// Directories to make (mode 0755).
+    pub dirs: Vec<PathBuf>,
+    /// `(target, link)` symbolic links to make.
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+    /// Directories covered by an empty tmpfs after everything else.
+    pub hide: Vec<PathBuf>,
+}
+
+impl HostSetup {
+    /// The `host-exec` flags that describe it.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let pair = |x: &Path, y: &Path| format!("{}:{}", x.display(), y.display());
+        for t in &self.tmpfs {
+            a.extend(["--tmpfs".into(), t.display().to_string()]);
+        }
+        for (src, dst) in &self.binds {
+            a.extend(["--bind".into(), pair(src, dst)]);
+        }
+        for d in &self.dirs {
+            a.extend(["--mkdir".into(), d.display().to_string()]);
+        }
+        for (target, link) in &self.symlinks {
+            a.extend(["--symlink".into(), pair(target, link)]);
+        }
+        for h in &self.hide {
+            a.extend(["--hide".into(), h.display().to_string()]);
+        }
+        a
+    }
+}
+
+/// A `--bind SRC:DST` (or `--symlink TARGET:LINK`) of `host-exec`: two absolute paths separated
+/// by the first `:`.
 pub fn parse_bind(text: &str) -> std::result::Result<(PathBuf, PathBuf), String> {
     let (src, dst) = text
         .split_once(':')
@@ -141,17 +174,30 @@ pub fn parse_bind(text: &str) -> std::result::Result<(PathBuf, PathBuf), String>
 }
 
 /// What `gluster-csi-testbed host-exec` does: moves this process into a mount namespace of its
-/// own (mounts of the parent's still show up in it, none of its own leave it), bind-mounts each
-/// `(source, destination)` (both made if missing), then executes `argv` in place — no shell, no
-/// fork, same pid. Returns only on failure.
-pub fn host_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> anyhow::Error {
-    match enter_and_exec(binds, argv) {
+/// own (mounts of the parent's still show up in it, none of its own leave it), carries out
+/// `setup`, then executes `argv` in place — no shell, no fork, same pid. Returns only on
+/// failure.
+pub fn host_exec(setup: &HostSetup, argv: &[OsString]) -> anyhow::Error {
+    match enter_and_exec(setup, argv) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn enter_and_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> Result<Infallible> {
+fn mount_tmpfs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("host-exec: cannot create {}", dir.display()))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=64m"),
+    )
+    .with_context(|| format!("host-exec: cannot mount a tmpfs on {}", dir.display()))
+}
+
+fn enter_and_exec(setup: &HostSetup, argv: &[OsString]) -> Result<Infallible> {
     let (program, args) = argv.split_first().context("host-exec: no command given")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("host-exec: cannot make a mount namespace (needs root)")?;
@@ -163,7 +209,10 @@ fn enter_and_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> Result<Inf
         None::<&str>,
     )
     .context("host-exec: cannot make / a slave mount")?;
-    for (src, dst) in binds {
+    for dir in &setup.tmpfs {
+        mount_tmpfs(dir)?;
+    }
+    for (src, dst) in &setup.binds {
         for d in [src, dst] {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("host-exec: cannot create {}", d.display()))?;
@@ -182,6 +231,22 @@ fn enter_and_exec(binds: &[(PathBuf, PathBuf)], argv: &[OsString]) -> Result<Inf
                 dst.display()
             )
         })?;
+    }
+    for dir in &setup.dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("host-exec: cannot create {}", dir.display()))?;
+    }
+    for (target, link) in &setup.symlinks {
+        std::os::unix::fs::symlink(target, link).with_context(|| {
+            format!(
+                "host-exec: cannot link {} to {}",
+                link.display(),
+                target.display()
+            )
+        })?;
+    }
+    for dir in &setup.hide {
+        mount_tmpfs(dir)?;
     }
     let err = std::process::Command::new(program).args(args).exec();
     Err(anyhow::Error::new(err).context(format!(
@@ -279,27 +344,41 @@ mod tests {
     }
 
     #[test]
-    fn glusterd_starts_through_host_exec_with_its_own_var_run() -> Result<()> {
+    fn glusterd_starts_in_its_host_namespaces() -> Result<()> {
         let names = crate::layout::Names::new(Path::new("/tmp/gcsi-argv"))?;
         let host = GlusterHost::new(&names, [198, 18, 1], 0);
-        let argv = glusterd_argv(&host, Path::new("/usr/sbin/glusterd"), Path::new("/bin/tb"));
+        let argv = glusterd_argv(&host, Path::new("/usr/sbin/glusterd"), 4242);
         let dash = argv.iter().position(|a| a == "--").context("no --")?;
-        assert_eq!(
-            argv[..dash],
-            [
-                "ip",
-                "netns",
-                "exec",
-                host.netns.as_str(),
-                "/bin/tb",
-                "host-exec",
-                "--bind",
-                &format!("{}:/var/run/gluster", var_run_dir(&host).display()),
-            ]
-        );
+        assert_eq!(argv[..dash], ["nsenter", "-t", "4242", "-m", "-n"]);
         assert_eq!(argv[dash + 1], "/usr/sbin/glusterd");
         assert!(var_run_dir(&host).starts_with(names.host_dir(1)));
         Ok(())
+    }
+
+    #[test]
+    fn host_setup_flags_keep_their_order_of_application() {
+        let s = HostSetup {
+            tmpfs: vec!["/run".into()],
+            binds: vec![("/s/v".into(), "/var/run/gluster".into())],
+            dirs: vec!["/run/sshd".into()],
+            symlinks: vec![("/s/gd.sock".into(), "/run/glusterd.socket".into())],
+            hide: vec!["/s/disks".into()],
+        };
+        assert_eq!(
+            s.args(),
+            [
+                "--tmpfs",
+                "/run",
+                "--bind",
+                "/s/v:/var/run/gluster",
+                "--mkdir",
+                "/run/sshd",
+                "--symlink",
+                "/s/gd.sock:/run/glusterd.socket",
+                "--hide",
+                "/s/disks"
+            ]
+        );
     }
 
     #[test]

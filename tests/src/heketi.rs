@@ -14,6 +14,7 @@ use secrecy::SecretString;
 
 use crate::daemon;
 use crate::env::write_private;
+use crate::host::SshClient;
 use crate::journal::Journal;
 use crate::layout::GlusterHost;
 
@@ -73,11 +74,37 @@ pub fn write_keys(layout: &HeketiLayout) -> Result<String> {
     Ok(admin)
 }
 
-/// Starts heketi-server (`bin`) with auth on and host 1's gluster CLI as its `--gluster-cmd`.
+/// How the testbed's heketi-server reaches the hosts.
+#[derive(Clone, Debug)]
+pub enum Executor {
+    /// Over SSH with these files; the gluster CLI is the default `gluster` on each host.
+    Ssh(SshClient),
+    /// Locally, with this argv prefix as `--gluster-cmd` (one host's CLI).
+    Local(Vec<String>),
+}
+
+impl Executor {
+    /// The heketi-server flags.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Self::Ssh(c) => vec![
+                "--executor=ssh".into(),
+                format!("--ssh-keyfile={}", c.key.display()),
+                format!("--ssh-known-hosts={}", c.known_hosts.display()),
+                "--ssh-user=root".into(),
+            ],
+            // One flag per element, so that no element is ever split on whitespace.
+            Self::Local(cmd) => cmd.iter().map(|a| format!("--gluster-cmd={a}")).collect(),
+        }
+    }
+}
+
+/// Starts heketi-server (`bin`) with auth on, reaching the hosts with `executor_args` (see
+/// [`Executor::args`]).
 pub fn start(
     bin: &Path,
     layout: &HeketiLayout,
-    gluster_cmd: &[String],
+    executor_args: &[String],
     journal: &Journal,
 ) -> Result<Child> {
     std::fs::create_dir_all(&layout.state_dir)
@@ -93,8 +120,7 @@ pub fn start(
         "--user-key-file".into(),
         layout.user_key_file.display().to_string(),
     ];
-    // One flag per element, so that no element is ever split on whitespace.
-    argv.extend(gluster_cmd.iter().map(|a| format!("--gluster-cmd={a}")));
+    argv.extend(executor_args.iter().cloned());
     daemon::spawn(ROLE, &argv, &layout.log, journal, false)
 }
 

@@ -63,7 +63,17 @@ impl Cluster {
     /// until the API server answers.
     pub async fn start(dir: &Path) -> Result<Cluster> {
         let up = dir.join("up.sh");
-        let out = cmd::output(&[up.as_os_str()], UP_TIMEOUT).await?;
+        // up.sh checks the bridge's address with `ip addr show … | grep -q …` under pipefail:
+        // once the bridge has an IPv6 address too, `grep -q` may exit before `ip` has written
+        // everything, `ip` fails on the closed pipe and up.sh tries to add the address again
+        // ("Address already assigned"). A second run passes; give it three.
+        let mut out = cmd::output(&[up.as_os_str()], UP_TIMEOUT).await?;
+        for _ in 0..2 {
+            if out.status.success() {
+                break;
+            }
+            out = cmd::output(&[up.as_os_str()], UP_TIMEOUT).await?;
+        }
         if !out.status.success() {
             bail!(
                 "{} failed ({}):\n{}{}",

@@ -103,6 +103,17 @@ impl Names {
         self.state_dir.join(format!("h{n}"))
     }
 
+    /// Directory holding every host's disk (the backing store of its device), seen only from the
+    /// root namespace: each host sees its own disk at its device path and none of the others.
+    pub fn disks_dir(&self) -> PathBuf {
+        self.state_dir.join("disks")
+    }
+
+    /// Directory of the SSH keys the testbed's heketi-server uses (client key, known_hosts).
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.state_dir.join("ssh")
+    }
+
     /// Directory for daemon logs.
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
@@ -145,6 +156,13 @@ pub struct GlusterHost {
     pub brick_root: PathBuf,
     /// glusterd's management socket, for `gluster --glusterd-sock`.
     pub glusterd_socket: PathBuf,
+    /// The host's disk as the root namespace sees it. With a private device (the SSH executor)
+    /// it is mounted at `brick_root` in the host's mount namespace only; otherwise unused.
+    #[serde(default)]
+    pub disk: PathBuf,
+    /// The host's sshd configuration and host key.
+    #[serde(default)]
+    pub ssh_dir: PathBuf,
 }
 
 impl GlusterHost {
@@ -166,6 +184,8 @@ impl GlusterHost {
             run_dir,
             log_dir: dir.join("log"),
             brick_root: dir.join("bricks"),
+            disk: names.disks_dir().join(format!("h{n}")),
+            ssh_dir: dir.join("ssh"),
         }
     }
 

@@ -25,6 +25,8 @@ pub mod env;
 pub mod gluster;
 pub mod harness;
 pub mod heketi;
+pub mod host;
+pub mod install;
 pub mod journal;
 pub mod k8s;
 pub mod layout;

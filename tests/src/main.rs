@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::{Testbed, TestbedOptions, status};
 
 #[derive(Debug, Parser)]
@@ -34,6 +35,10 @@ enum Command {
         /// Do not start the node plugin.
         #[arg(long)]
         no_node: bool,
+        /// How heketi-server reaches the hosts: `ssh` (each host has a private device and its
+        /// own sshd, as separate machines) or `local` (hosts share this machine's file system).
+        #[arg(long, value_enum, default_value_t = ExecutorKind::Ssh)]
+        executor: ExecutorKind,
     },
     /// Remove every mount, process, namespace, link and file of the testbed (safe to repeat).
     Down {
@@ -47,13 +52,26 @@ enum Command {
         #[arg(long, env = "GLUSTER_CSI_TESTBED_DIR")]
         state_dir: PathBuf,
     },
-    /// (Internal) Run ARGV in a mount namespace of its own with each --bind SRC:DST mounted:
-    /// how the testbed gives each Gluster host its own /var/run/gluster.
+    /// (Internal) Run ARGV in a mount namespace of its own, set up by the flags in the order
+    /// --tmpfs, --bind, --mkdir, --symlink, --hide: how the testbed gives each Gluster host its
+    /// own /run, its private disk and its view of the machine.
     #[command(hide = true)]
     HostExec {
-        /// SRC:DST, both absolute; repeat for more.
+        /// Directory to cover with an empty tmpfs first; repeat for more.
+        #[arg(long = "tmpfs")]
+        tmpfs: Vec<PathBuf>,
+        /// SRC:DST, both absolute, bind-mounted next; repeat for more.
         #[arg(long = "bind", value_parser = gluster_csi_testbed::gluster::parse_bind)]
         binds: Vec<(PathBuf, PathBuf)>,
+        /// Directory to make next; repeat for more.
+        #[arg(long = "mkdir")]
+        dirs: Vec<PathBuf>,
+        /// TARGET:LINK, a symbolic link to make next; repeat for more.
+        #[arg(long = "symlink", value_parser = gluster_csi_testbed::gluster::parse_bind)]
+        symlinks: Vec<(PathBuf, PathBuf)>,
+        /// Directory to cover with an empty tmpfs last; repeat for more.
+        #[arg(long = "hide")]
+        hide: Vec<PathBuf>,
         /// The command to execute, after `--`.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
@@ -87,6 +105,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             no_heketi,
             no_controller,
             no_node,
+            executor,
         } => {
             let opts = TestbedOptions {
                 state_dir,
@@ -94,6 +113,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 heketi: !no_heketi,
                 controller: !no_heketi && !no_controller,
                 node: !no_node,
+                executor,
             };
             let started = Instant::now();
             let tb = Testbed::up(opts).await?;
@@ -117,8 +137,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => gluster_csi_testbed::demo::run(args).await,
         Command::CombinedEndpoint(args) => gluster_csi_testbed::combined::run(args).await,
-        Command::HostExec { binds, argv } => {
-            Err(gluster_csi_testbed::gluster::host_exec(&binds, &argv))
+        Command::HostExec {
+            tmpfs,
+            binds,
+            dirs,
+            symlinks,
+            hide,
+            argv,
+        } => {
+            let setup = gluster_csi_testbed::gluster::HostSetup {
+                tmpfs,
+                binds,
+                dirs,
+                symlinks,
+                hide,
+            };
+            Err(gluster_csi_testbed::gluster::host_exec(&setup, &argv))
         }
         Command::Status { state_dir } => {
             print!("{}", status::status(&state_dir).await?);

@@ -50,7 +50,11 @@ pub async fn status(state_dir: &Path) -> Result<String> {
             )?;
         }
         if let Some(url) = &info.heketi_url {
-            writeln!(out, "heketi-server {url}")?;
+            let how = match info.executor {
+                crate::host::ExecutorKind::Ssh => "reaches the hosts over ssh",
+                crate::host::ExecutorKind::Local => "works on the shared file system",
+            };
+            writeln!(out, "heketi-server {url} ({how})")?;
         }
         for (what, sock) in [
             ("controller", &info.controller_socket),

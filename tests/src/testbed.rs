@@ -16,6 +16,7 @@ use crate::csi::{self, HeketiAccess};
 use crate::daemon::Children;
 use crate::env::TestbedEnv;
 use crate::heketi::{self, HeketiLayout};
+use crate::host::{self as gluster_host, ExecutorKind, SshClient};
 use crate::journal::{self, Entry, Journal};
 use crate::layout::{self, GlusterHost, MAX_HOSTS, Names};
 use crate::{bin_path, down, gluster, mounts, net};
@@ -61,6 +62,8 @@ pub struct TestbedOptions {
     pub controller: bool,
     /// Start the node plugin.
     pub node: bool,
+    /// How heketi-server reaches the hosts (and so whether each host's device is private).
+    pub executor: ExecutorKind,
 }
 
 impl Default for TestbedOptions {
@@ -71,6 +74,7 @@ impl Default for TestbedOptions {
             heketi: true,
             controller: true,
             node: true,
+            executor: ExecutorKind::default(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl TestbedOptions {
             heketi: false,
             controller: false,
             node: false,
+            executor: ExecutorKind::default(),
         }
     }
 
@@ -125,6 +130,9 @@ pub struct TestbedInfo {
     pub bridge_address: Ipv4Addr,
     /// The Gluster hosts.
     pub hosts: Vec<GlusterHost>,
+    /// How heketi-server reaches the hosts.
+    #[serde(default)]
+    pub executor: ExecutorKind,
     /// heketi-server URL, if started.
     pub heketi_url: Option<String>,
     /// Controller socket, if started.
@@ -160,8 +168,15 @@ pub fn check_prerequisites(opts: &TestbedOptions) -> Result<()> {
     cmd::require("gluster", gluster_hint)?;
     cmd::require("mount.glusterfs", gluster_hint)?;
     cmd::require("ip", "install iproute2")?;
-    // Each glusterd starts through `gluster-csi-testbed host-exec` (its own /var/run/gluster).
+    cmd::require("nsenter", "install util-linux")?;
+    // Each host's mount namespace is made by `gluster-csi-testbed host-exec`.
     gluster::testbed_bin()?;
+    if opts.executor == ExecutorKind::Ssh {
+        let hint = "install openssh-server and openssh-client (scripts/setup.sh does)";
+        cmd::require("sshd", hint)?;
+        cmd::require("ssh", hint)?;
+        cmd::require("ssh-keygen", hint)?;
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: FUSE mounts of Gluster volumes will not work here");
     }
@@ -260,9 +275,24 @@ impl Testbed {
         self.write_info()?;
         step("network ready");
 
-        // glusterd on every host, then the pool.
+        // Each host's mount namespace (and sshd), then glusterd on every host, then the pool.
         for h in &self.hosts {
-            let child = gluster::start_glusterd(h, &self.journal)?;
+            let child =
+                gluster_host::start_holder(&self.names, h, self.opts.executor, &self.journal)?;
+            let role = gluster_host::holder_role(h);
+            let pid = child.id();
+            self.children.insert(&role, child);
+            gluster_host::wait_holder(h, pid, || self.children.exited(&role)).await?;
+        }
+        if self.opts.executor == ExecutorKind::Ssh {
+            gluster_host::prepare_ssh(&self.names, &self.hosts).await?;
+            for i in 0..self.hosts.len() {
+                self.start_sshd(i).await?;
+            }
+            step("sshd answering on every host");
+        }
+        for h in &self.hosts {
+            let child = gluster::start_glusterd(h, self.holder_pid(h)?, &self.journal)?;
             self.children.insert(&gluster::glusterd_role(h), child);
         }
         for h in &self.hosts {
@@ -317,6 +347,7 @@ impl Testbed {
             bridge: self.names.bridge(),
             bridge_address: self.bridge_address,
             hosts: self.hosts.clone(),
+            executor: self.opts.executor,
             heketi_url: self.heketi.as_ref().map(HeketiLayout::url),
             controller_socket: self.opts.controller.then(|| self.controller_socket()),
             node_socket: self.opts.node.then(|| self.node_socket()),
@@ -385,12 +416,120 @@ impl Testbed {
         &self.env
     }
 
-    /// The device directory (brick root) of host `host` (0-based).
+    /// The device directory (brick root) of host `host` (0-based), as the host sees it.
     ///
     /// # Panics
     /// When `host` is out of range (a bug in the test).
     pub fn brick_root(&self, host: usize) -> PathBuf {
         self.hosts[host].brick_root.clone()
+    }
+
+    /// Where the root namespace sees what host `host` (0-based) has at its device directory:
+    /// the host's private disk with the SSH executor, the device directory itself otherwise.
+    /// For assertions about bricks; the product never looks there.
+    ///
+    /// # Panics
+    /// When `host` is out of range (a bug in the test).
+    pub fn host_disk(&self, host: usize) -> PathBuf {
+        let h = &self.hosts[host];
+        match self.opts.executor {
+            ExecutorKind::Ssh => h.disk.clone(),
+            ExecutorKind::Local => h.brick_root.clone(),
+        }
+    }
+
+    /// Where the root namespace sees file `path` of host `host` (0-based): under the host's disk
+    /// when `path` is below its private device directory, else `path` itself.
+    ///
+    /// # Panics
+    /// When `host` is out of range (a bug in the test).
+    pub fn on_disk(&self, host: usize, path: &Path) -> PathBuf {
+        let h = &self.hosts[host];
+        match path.strip_prefix(&h.brick_root) {
+            Ok(rel) if self.opts.executor == ExecutorKind::Ssh => h.disk.join(rel),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// [`Self::on_disk`] for a path below some host's device directory (device directories
+    /// differ between hosts); other paths are returned as they are.
+    pub fn path_on_disk(&self, path: &Path) -> PathBuf {
+        self.hosts
+            .iter()
+            .position(|h| path.starts_with(&h.brick_root))
+            .map_or_else(|| path.to_path_buf(), |i| self.on_disk(i, path))
+    }
+
+    /// [`Self::on_disk`] for a brick given as in `gluster volume info` (`ADDRESS:PATH`):
+    /// `None` when no host has that address.
+    pub fn brick_on_disk(&self, brick: &str) -> Option<PathBuf> {
+        let (addr, path) = brick.split_once(':')?;
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.address.to_string() == addr)?;
+        Some(self.on_disk(i, Path::new(path)))
+    }
+
+    /// The heketi-server flags that reach the hosts the way the testbed's own server does.
+    pub fn heketi_executor_args(&self) -> Result<Vec<String>> {
+        let h1 = self.hosts.first().context("no hosts")?;
+        Ok(match self.opts.executor {
+            ExecutorKind::Ssh => heketi::Executor::Ssh(SshClient::new(&self.names)),
+            ExecutorKind::Local => heketi::Executor::Local(h1.gluster_cmd()),
+        }
+        .args())
+    }
+
+    fn holder_pid(&self, h: &GlusterHost) -> Result<u32> {
+        self.children
+            .pid(&gluster_host::holder_role(h))
+            .with_context(|| format!("host {} has no namespace holder", h.name))
+    }
+
+    /// Runs `argv` on host `host` (0-based): in its network and mount namespaces, as a
+    /// command an administrator runs there. Returns standard output.
+    pub async fn on_host(&self, host: usize, argv: &[&str]) -> Result<String> {
+        let h = self
+            .hosts
+            .get(host)
+            .with_context(|| format!("no host {host}"))?;
+        let mut full = gluster_host::enter_argv(self.holder_pid(h)?);
+        full.extend(argv.iter().map(|a| (*a).to_owned()));
+        cmd::run(&full, GLUSTER).await
+    }
+
+    /// Starts host `host`'s sshd (again) and waits until it accepts connections.
+    pub async fn start_sshd(&self, host: usize) -> Result<()> {
+        let h = self
+            .hosts
+            .get(host)
+            .with_context(|| format!("no host {host}"))?;
+        let child = gluster_host::start_sshd(h, self.holder_pid(h)?, &self.journal)?;
+        let role = gluster_host::sshd_role(h);
+        self.children.insert(&role, child);
+        gluster_host::wait_sshd(h, || self.children.exited(&role)).await
+    }
+
+    /// Stops host `host`'s sshd (SIGTERM; existing sessions end too).
+    pub async fn stop_sshd(&self, host: usize) -> Result<()> {
+        let h = self
+            .hosts
+            .get(host)
+            .with_context(|| format!("no host {host}"))?;
+        self.children
+            .stop(
+                &gluster_host::sshd_role(h),
+                Some(Signal::SIGTERM),
+                Duration::from_secs(10),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// The SSH files of the testbed's heketi-server (SSH executor).
+    pub fn ssh_client(&self) -> SshClient {
+        SshClient::new(&self.names)
     }
 
     /// Address of the bridge in the root namespace (heketi-server listens there).
@@ -459,8 +598,7 @@ impl Testbed {
             .as_ref()
             .context("heketi-server is not part of this testbed")?;
         let bin = bin_path("heketi-server")?;
-        let h1 = self.hosts.first().context("no hosts")?;
-        let child = heketi::start(&bin, layout, &h1.gluster_cmd(), &self.journal)?;
+        let child = heketi::start(&bin, layout, &self.heketi_executor_args()?, &self.journal)?;
         self.children.insert(heketi::ROLE, child);
         heketi::wait_ready(layout, || self.children.exited(heketi::ROLE)).await
     }

@@ -26,6 +26,7 @@ use csi_proto::v1::{
     VolumeContentSource,
 };
 use gluster_csi_controller::volume_id::{BackendRef, VolumeId};
+use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness};
 use heketi_client::types::{DurabilityType, VolumeCreateRequest, VolumeDurabilityInfo};
 use tonic::transport::Channel;
@@ -54,6 +55,7 @@ fn main() {
         heketi: true,
         controller: true,
         node: false,
+        executor: ExecutorKind::default(),
     };
     harness::run(opts, |tb| {
         vec![
@@ -754,12 +756,12 @@ async fn every_parameter_reaches_heketi_and_gluster(tb: Arc<Testbed>) -> Result<
         "volume_context gid {:?}",
         v.volume_context
     );
-    // The class named the default backend's URL: the id is the short, default form, with the
-    // tag of the volume's cluster.
+    // The class named the default backend's URL: the id names the backend (`default`), not
+    // the URL, with the tag of the volume's cluster.
     let parsed = VolumeId::parse(&v.volume_id).context("the id does not parse")?;
     ensure!(
-        parsed.backend == BackendRef::Default,
-        "id {} embeds a URL",
+        parsed.backend == BackendRef::Named("default".into()),
+        "id {} does not name the default backend",
         v.volume_id
     );
     ensure!(
@@ -1158,17 +1160,17 @@ async fn resturl_volume_works_from_its_id(tb: Arc<Testbed>) -> Result<()> {
         .await?
         .into_inner();
     ensure!(grown.capacity_bytes == 2 * GIB, "{grown:?}");
-    // Having used the credentials, calls without secrets work too.
-    let got = c
-        .controller_get_volume(ControllerGetVolumeRequest {
+    // A call without secrets has nothing to authenticate with: the URL is no configured
+    // backend, and nothing is remembered from the calls before, so it is refused.
+    let s = assert_code(
+        c.controller_get_volume(ControllerGetVolumeRequest {
             volume_id: v.volume_id.clone(),
         })
-        .await?
-        .into_inner();
-    ensure!(
-        got.volume.is_some_and(|x| x.capacity_bytes == 2 * GIB),
-        "ControllerGetVolume after expand"
-    );
+        .await,
+        Code::InvalidArgument,
+        "ControllerGetVolume of a URL id without secrets",
+    )?;
+    ensure!(s.message().contains("backends file"), "{s:?}");
     // ListVolumes covers the default backend only; there is none.
     let list = c
         .list_volumes(ListVolumesRequest::default())
@@ -1732,7 +1734,9 @@ async fn heketi_unreachable_is_unavailable(tb: Arc<Testbed>) -> Result<()> {
     let l = std::net::TcpListener::bind((tb.bridge_address(), 0))?;
     let url = format!("http://{}", l.local_addr()?);
     drop(l);
-    let req = create_req(&csi_name("down"), 1, &[("resturl", url.as_str())]);
+    // A resturl of no configured backend is used only with the class's own credentials.
+    let mut req = create_req(&csi_name("down"), 1, &[("resturl", url.as_str())]);
+    req.secrets = map(&[("key", tb.env().heketi_key.as_str())]);
     let s = assert_code(
         create_once(&mut c, req).await,
         Code::Unavailable,
@@ -1741,7 +1745,10 @@ async fn heketi_unreachable_is_unavailable(tb: Arc<Testbed>) -> Result<()> {
     ensure!(s.message().contains(&url), "{s:?}");
     let caps = c
         .get_capacity(GetCapacityRequest {
-            parameters: map(&[("resturl", url.as_str())]),
+            parameters: map(&[
+                ("resturl", url.as_str()),
+                ("restuserkey", tb.env().heketi_key.as_str()),
+            ]),
             ..Default::default()
         })
         .await;
@@ -1869,9 +1876,13 @@ async fn metrics_count_calls(tb: Arc<Testbed>) -> Result<()> {
     let l = std::net::TcpListener::bind((tb.bridge_address(), 0))?;
     let url = format!("http://{}", l.local_addr()?);
     drop(l);
+    // A resturl of no configured backend is asked only with the class's own key.
     let caps = c
         .get_capacity(GetCapacityRequest {
-            parameters: map(&[("resturl", url.as_str())]),
+            parameters: map(&[
+                ("resturl", url.as_str()),
+                ("restuserkey", tb.env().heketi_key.as_str()),
+            ]),
             ..Default::default()
         })
         .await;

@@ -1,22 +1,40 @@
 //! The manifests in `deploy/` agree with each other and with the binaries.
 //!
 //! No Kubernetes API server runs here: every kustomization is rendered offline with
-//! `kubectl kustomize`, every object is parsed with the Kubernetes API types (k8s-openapi), and
-//! the checks below compare what the objects say with what the binaries accept (`--help`).
+//! `kubectl kustomize` (the example overlay after filling it in as docs/install.md says), every
+//! rendered object is validated against the published OpenAPI schemas of the oldest and the
+//! newest Kubernetes minor docs/install.md supports (the `kubernetes-validate` package from
+//! PyPI, installed on first use into a virtualenv under the target directory; a failed install
+//! fails the test), parsed with the Kubernetes API types (k8s-openapi), and the checks below
+//! compare what the objects say with each other and with what the binaries accept (`--help`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Container, Namespace, PersistentVolume, PersistentVolumeClaim, PodSpec, Secret,
+    Service, ServiceAccount,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 
+use gluster_csi_testbed::install;
+
 const DRIVER: &str = csi_proto::serve::DEFAULT_DRIVER_NAME;
+/// The driver's namespace (deploy/kubernetes/base).
+const DRIVER_NS: &str = "gluster-csi";
+/// The oldest and the newest Kubernetes minor the manifests are validated against; keep equal
+/// to what docs/install.md states.
+const OLDEST_K8S: &str = "1.26.0";
+const NEWEST_K8S: &str = "1.37.0";
+/// The validator: the PyPI package `kubernetes-validate`, whose release carries the schemas of
+/// Kubernetes 1.25 up to its own version.
+const VALIDATOR: &str = "kubernetes-validate";
+const VALIDATOR_VERSION: &str = "1.37.0";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,25 +60,65 @@ struct Objects {
     role_bindings: Vec<RoleBinding>,
     storage_classes: Vec<StorageClass>,
     claims: Vec<PersistentVolumeClaim>,
+    volumes: Vec<PersistentVolume>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
 }
 
 fn typed<T: serde::de::DeserializeOwned>(doc: serde_json::Value, what: &str) -> T {
     serde_json::from_value(doc).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-fn render(dir: &str) -> Objects {
-    let path = repo().join(dir);
+/// `kubectl kustomize` of `path`: Ok(YAML) or Err(its error output).
+fn kustomize(path: &Path) -> Result<String, String> {
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(&path)
+        .arg(path)
         .output()
         .expect("kubectl must be installed (it renders kustomizations offline)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf8");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf8"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Where a kustomization named by its repository path is rendered from: the example overlay
+/// filled in (it renders nothing as committed), every other one as it is.
+fn source_of(dir: &str) -> PathBuf {
+    if dir == install::EXAMPLE_OVERLAY {
+        filled_example().to_path_buf()
+    } else {
+        repo().join(dir)
+    }
+}
+
+fn rendered(dir: &str) -> String {
+    kustomize(&source_of(dir)).unwrap_or_else(|e| panic!("kubectl kustomize {dir}: {e}"))
+}
+
+/// What the operator fills into the example overlay, here.
+fn example_settings() -> install::Settings {
+    install::Settings {
+        registry: "registry.test/storage".into(),
+        tag: "v9.9.9".into(),
+        heketi_url: "http://heketi.storage.svc:8080".into(),
+        heketi_user: "admin".into(),
+        heketi_key: "a-test-key".into(),
+    }
+}
+
+/// The example overlay filled in with [`example_settings`] (once per test process).
+fn filled_example() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-example-overlay");
+        install::fill_example_overlay(&dest, &example_settings())
+            .unwrap_or_else(|e| panic!("filling in the example overlay: {e:#}"))
+    })
+}
+
+fn render(dir: &str) -> Objects {
+    let text = rendered(dir);
     let mut objects = Objects::default();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let value: serde_json::Value =
@@ -85,6 +143,8 @@ fn render(dir: &str) -> Objects {
             "RoleBinding" => objects.role_bindings.push(typed(value, &what)),
             "StorageClass" => objects.storage_classes.push(typed(value, &what)),
             "PersistentVolumeClaim" => objects.claims.push(typed(value, &what)),
+            "PersistentVolume" => objects.volumes.push(typed(value, &what)),
+            "PodDisruptionBudget" => objects.disruption_budgets.push(typed(value, &what)),
             other => panic!("{what}: kind {other} is not checked by this test; add it"),
         }
     }
@@ -207,11 +267,38 @@ fn all_pods(o: &Objects) -> Vec<(String, &PodSpec)> {
     pods
 }
 
-const KUSTOMIZATIONS: [&str; 3] = [
+/// Every kustomization in deploy/ (`every_kustomization_in_deploy_is_checked` keeps the list
+/// complete).
+const KUSTOMIZATIONS: [&str; 5] = [
     "deploy/kubernetes/base",
+    install::EXAMPLE_OVERLAY,
     "deploy/kubernetes/overlays/heketi-server",
     "deploy/examples",
+    "deploy/examples/intree-style",
 ];
+
+#[test]
+fn every_kustomization_in_deploy_is_checked() {
+    let mut found = Vec::new();
+    let mut todo = vec![repo().join("deploy")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read deploy/").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                let rel = d.strip_prefix(repo()).expect("under the repository");
+                found.push(rel.display().to_string());
+            }
+        }
+    }
+    for dir in &found {
+        assert!(
+            KUSTOMIZATIONS.contains(&dir.as_str()),
+            "{dir} is not in KUSTOMIZATIONS: add it so that it is validated"
+        );
+    }
+}
 
 #[test]
 fn every_image_is_pinned_to_a_version() {
@@ -399,6 +486,19 @@ fn controller_sidecars_share_the_plugin_socket_and_elect_a_leader() {
     );
     let key_file = flag(plugin, "heketi-key-file");
     volume_at(plugin, parent(&key_file));
+    // The backends file comes from a ConfigMap the install does not need: without it the
+    // controller starts with --heketi-url alone.
+    let backends = flag(plugin, "backends-file");
+    let volume = volume_at(plugin, parent(&backends));
+    let config_map = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.config_map.as_ref())
+        .expect("the backends file is mounted from a ConfigMap");
+    assert_eq!(config_map.optional, Some(true), "the ConfigMap is optional");
+    assert!(flags(plugin).contains_key("backends-file-optional"));
 }
 
 #[test]
@@ -409,10 +509,21 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
     let registrar = container(pod, "node-driver-registrar");
     let socket = socket_of_endpoint(plugin);
     let plugin_volume = volume_at(plugin, parent(&socket));
-    assert_eq!(
-        volume_at(registrar, parent(&flag(registrar, "csi-address"))),
-        plugin_volume
-    );
+    for sidecar in [registrar, container(pod, "liveness-probe")] {
+        let address = flag(sidecar, "csi-address");
+        assert_eq!(
+            volume_at(sidecar, parent(&address)),
+            plugin_volume,
+            "{} sees the plugin's socket directory",
+            sidecar.name
+        );
+        assert_eq!(
+            Path::new(&address).file_name(),
+            Path::new(&socket).file_name(),
+            "{} dials the socket the plugin serves",
+            sidecar.name
+        );
+    }
 
     let host_dir = format!("/var/lib/kubelet/plugins/{DRIVER}");
     let host_path = |name: &str| {
@@ -599,33 +710,159 @@ fn heketi_server_overlay_points_the_controller_at_it() {
 }
 
 #[test]
-fn example_classes_use_this_driver_and_known_parameters() {
-    let o = render("deploy/examples");
-    assert_eq!(o.storage_classes.len(), 2);
-    let secret = o.secrets.first().expect("example Secret");
-    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/glusterfs"));
-    for sc in &o.storage_classes {
-        assert_eq!(sc.provisioner, DRIVER);
-        assert_eq!(sc.allow_volume_expansion, Some(true));
-        let params = sc.parameters.clone().unwrap_or_default();
-        let secret_name = params
-            .get("csi.storage.k8s.io/provisioner-secret-name")
-            .or_else(|| params.get("secretName"))
-            .expect("the class names the Secret");
-        assert_eq!(Some(secret_name), secret.metadata.name.as_ref());
+fn heketi_server_overlay_is_unprivileged_over_ssh_with_state_on_gluster() {
+    let o = render("deploy/kubernetes/overlays/heketi-server");
+    let spec = deployment(&o, "heketi-server");
+    let psc = spec.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert!(psc.run_as_user.is_some_and(|u| u != 0));
+    let c = &spec.containers[0];
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_ne!(sc.privileged, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let args = c.args.clone().unwrap_or_default();
+    assert!(args.contains(&"--executor=ssh".to_owned()), "{args:?}");
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    // Every file flag names a file under a mount of a Secret, ConfigMap or the state claim.
+    for flag in [
+        "--ssh-keyfile=",
+        "--ssh-known-hosts=",
+        "--admin-key-file=",
+        "--state-dir=",
+    ] {
+        let path = args
+            .iter()
+            .find_map(|a| a.strip_prefix(flag))
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        let m = mounts
+            .iter()
+            .find(|m| std::path::Path::new(path).starts_with(&m.mount_path))
+            .unwrap_or_else(|| panic!("{flag}{path} is on no mount"));
+        let v = volumes.iter().find(|v| v.name == m.name).expect("volume");
+        assert!(
+            v.secret.is_some() || v.config_map.is_some() || v.persistent_volume_claim.is_some(),
+            "{flag}: volume {} is not a Secret, ConfigMap or claim",
+            v.name
+        );
     }
-    let claim = o.claims.first().expect("example PVC");
+    assert!(
+        volumes.iter().all(|v| v.host_path.is_none()),
+        "no host paths: the Pod may run on any node"
+    );
+    // The state claim binds the static PV of this driver on a Gluster volume.
+    let claim = volumes
+        .iter()
+        .find_map(|v| v.persistent_volume_claim.as_ref())
+        .expect("state claim");
+    let pvc = o
+        .claims
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(claim.claim_name.as_str()))
+        .expect("state PVC");
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .expect("volumeName");
+    let pv = o
+        .volumes
+        .iter()
+        .find(|v| v.metadata.name.as_deref() == Some(pv_name.as_str()))
+        .expect("state PV");
+    let csi = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.csi.as_ref())
+        .expect("csi PV");
+    assert_eq!(csi.driver, DRIVER);
+    let attrs = csi.volume_attributes.clone().unwrap_or_default();
+    assert!(attrs.contains_key("glusterServers") && attrs.contains_key("glusterVolume"));
+    assert_eq!(
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
+        Some("Retain")
+    );
+}
+
+#[test]
+fn example_classes_use_this_driver_and_the_overlays_secret() {
+    // The Secret the example overlay generates (the operator's key) is the one the classes name.
+    let overlay = render(install::EXAMPLE_OVERLAY);
+    let [secret] = overlay.secrets.as_slice() else {
+        panic!("the example overlay generates one Secret");
+    };
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/glusterfs"));
+    let secret_data = secret.data.clone().unwrap_or_default();
+    assert!(secret_data.contains_key("key") && secret_data.contains_key("user"));
+    let secret_name = secret.metadata.name.clone().expect("Secret name");
+    let secret_ns = secret.metadata.namespace.clone().expect("Secret namespace");
+
+    let csi = render("deploy/examples");
+    let intree = render("deploy/examples/intree-style");
+    assert!(
+        csi.secrets.is_empty() && intree.secrets.is_empty(),
+        "no Secret in the examples"
+    );
+    assert_eq!(
+        (csi.storage_classes.len(), intree.storage_classes.len()),
+        (1, 1)
+    );
+    for sc in csi.storage_classes.iter().chain(&intree.storage_classes) {
+        let name = sc.metadata.name.clone().unwrap_or_default();
+        assert_eq!(sc.provisioner, DRIVER, "{name}");
+        assert_eq!(sc.allow_volume_expansion, Some(true), "{name}");
+    }
+    // CSI style: the sidecars pass the Secret to CreateVolume, DeleteVolume (the provisioner's)
+    // and ControllerExpandVolume; the default backend's URL comes from the overlay.
+    let params = csi.storage_classes[0]
+        .parameters
+        .clone()
+        .unwrap_or_default();
+    for op in ["provisioner", "controller-expand"] {
+        assert_eq!(
+            params.get(&format!("csi.storage.k8s.io/{op}-secret-name")),
+            Some(&secret_name),
+            "{op} secret name"
+        );
+        assert_eq!(
+            params.get(&format!("csi.storage.k8s.io/{op}-secret-namespace")),
+            Some(&secret_ns),
+            "{op} secret namespace"
+        );
+    }
+    assert!(
+        !params.contains_key("resturl"),
+        "the CSI class uses the default backend"
+    );
+    // In-tree style: secretName/secretNamespace, and a resturl that is visibly a placeholder.
+    let params = intree.storage_classes[0]
+        .parameters
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(params.get("secretName"), Some(&secret_name));
+    assert_eq!(params.get("secretNamespace"), Some(&secret_ns));
+    let url = params.get("resturl").expect("in-tree classes name resturl");
+    assert!(
+        url.contains(".invalid"),
+        "the in-tree example's resturl {url} must be a placeholder that never resolves"
+    );
+
+    let claim = csi.claims.first().expect("example PVC");
     let spec = claim.spec.as_ref().expect("pvc spec");
     assert_eq!(
         spec.access_modes.as_deref(),
         Some(&["ReadWriteMany".to_owned()][..])
     );
-    assert!(
-        o.storage_classes
-            .iter()
-            .any(|sc| sc.metadata.name == spec.storage_class_name)
+    assert_eq!(
+        spec.storage_class_name,
+        csi.storage_classes[0].metadata.name
     );
-    let writer = deployment(&o, "shared-writer");
+    let writer = deployment(&csi, "shared-writer");
     let claim_name = writer
         .volumes
         .iter()
@@ -633,4 +870,319 @@ fn example_classes_use_this_driver_and_known_parameters() {
         .find_map(|v| v.persistent_volume_claim.as_ref())
         .map(|p| p.claim_name.clone());
     assert_eq!(claim_name, claim.metadata.name);
+}
+
+/// The `kubernetes-validate` program, installed on first use into a virtualenv under the target
+/// directory (reused while it reports the pinned version). Panics, failing the test, when it
+/// cannot be installed: validation must never be skipped.
+fn validator() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{VALIDATOR}-venv"));
+        let program = venv.join("bin").join(VALIDATOR);
+        let version_ok = || {
+            Command::new(&program)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).contains(VALIDATOR_VERSION)
+                })
+        };
+        if version_ok() {
+            return program;
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        // Debian's own Python (python3-venv, python3-pip: scripts/setup.sh installs them).
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("--version").output().is_ok())
+            .expect("python3 is needed to validate the manifests (scripts/setup.sh installs it)");
+        let run = |argv: &[&str]| {
+            let out = Command::new(argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", argv.join(" ")));
+            assert!(
+                out.status.success(),
+                "installing {VALIDATOR} failed: {} ({}):\n{}{}\n\
+                 scripts/setup.sh installs python3-venv and python3-pip; the package comes from \
+                 PyPI",
+                argv.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let venv_s = venv.display().to_string();
+        run(&[python, "-m", "venv", &venv_s]);
+        let pip = venv.join("bin/pip").display().to_string();
+        let spec = format!("{VALIDATOR}=={VALIDATOR_VERSION}");
+        run(&[
+            &pip,
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &spec,
+        ]);
+        assert!(
+            version_ok(),
+            "{} does not report {VALIDATOR_VERSION}",
+            program.display()
+        );
+        program
+    })
+}
+
+#[test]
+fn manifests_validate_against_the_oldest_and_newest_supported_api_schemas() {
+    let program = validator();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-rendered");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for kustomization in KUSTOMIZATIONS {
+        let file = dir.join(format!("{}.yaml", kustomization.replace('/', "_")));
+        std::fs::write(&file, rendered(kustomization)).expect("write");
+        for version in [OLDEST_K8S, NEWEST_K8S] {
+            // --strict: a field the schema does not know is an error, not ignored.
+            let out = Command::new(program)
+                .args(["--strict", "--kubernetes-version", version])
+                .arg(&file)
+                .output()
+                .expect("run kubernetes-validate");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            let passed = text.lines().filter(|l| l.contains(" passed ")).count();
+            if !out.status.success() || passed == 0 {
+                failures.push(format!("{kustomization} against {version}:\n{text}"));
+            }
+            checked += passed;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 40, "only {checked} objects validated");
+}
+
+#[test]
+fn example_overlay_applies_nothing_until_the_operator_writes_the_key() {
+    // As committed: no key file, so kustomize renders nothing at all.
+    let err = kustomize(&repo().join(install::EXAMPLE_OVERLAY))
+        .expect_err("the example overlay renders without its key file");
+    assert!(err.contains(install::KEY_FILE), "{err}");
+    // Nothing an operator applies from the guide carries a placeholder key or the old example
+    // Service URL.
+    let mut todo: Vec<PathBuf> = [
+        "deploy/kubernetes/base",
+        install::EXAMPLE_OVERLAY,
+        "deploy/examples",
+    ]
+    .iter()
+    .map(|d| repo().join(d))
+    .collect();
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for bad in ["change-me", "heketi.heketi.svc"] {
+                assert!(!text.contains(bad), "{} contains {bad:?}", p.display());
+            }
+        }
+    }
+
+    // Filled in: the operator's images, URL, user and key, in the objects the driver reads.
+    let settings = example_settings();
+    let o = render(install::EXAMPLE_OVERLAY);
+    for (pod, spec) in all_pods(&o) {
+        for c in &spec.containers {
+            let image = c.image.as_deref().unwrap_or_default();
+            if our_binary(image).is_some() {
+                assert!(
+                    image.starts_with(&format!("{}/", settings.registry))
+                        && image.ends_with(&format!(":{}", settings.tag)),
+                    "{pod}/{}: image {image}",
+                    c.name
+                );
+            }
+        }
+    }
+    let cm = o
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("gluster-csi-controller"))
+        .expect("controller ConfigMap");
+    let data = cm.data.clone().unwrap_or_default();
+    assert_eq!(data.get("HEKETI_URL"), Some(&settings.heketi_url));
+    assert_eq!(data.get("HEKETI_USER"), Some(&settings.heketi_user));
+    assert_eq!(o.config_maps.len(), 1, "one ConfigMap, merged");
+    let [secret] = o.secrets.as_slice() else {
+        panic!("one Secret");
+    };
+    assert_eq!(secret.metadata.namespace.as_deref(), Some(DRIVER_NS));
+    let data = secret.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("key").map(|k| k.0.as_slice()),
+        Some(settings.heketi_key.as_bytes())
+    );
+    // The controller mounts that Secret and reads its `key`.
+    let pod = deployment(&o, "gluster-csi-controller");
+    let plugin = container(pod, "gluster-csi-controller");
+    let key_file = flag(plugin, "heketi-key-file");
+    let volume = volume_at(plugin, parent(&key_file));
+    let source = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    assert_eq!(source, secret.metadata.name);
+    assert_eq!(
+        Path::new(&key_file).file_name().and_then(|f| f.to_str()),
+        Some("key")
+    );
+}
+
+#[test]
+fn controller_replicas_spread_over_nodes_and_a_drain_keeps_one() {
+    let o = render("deploy/kubernetes/base");
+    let d = o
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("gluster-csi-controller"))
+        .expect("controller Deployment");
+    let spec = &d.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let matches = |sel: &Option<BTreeMap<String, String>>| {
+        let sel = sel.clone().unwrap_or_default();
+        !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let pod = pod_spec(spec.template.spec.as_ref(), "controller");
+    let anti = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .expect("pod anti-affinity");
+    // Preferred, not required: a one-node cluster still runs both replicas.
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+    assert!(
+        anti.preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .any(
+                |t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"
+                    && matches(
+                        &t.pod_affinity_term
+                            .label_selector
+                            .as_ref()
+                            .and_then(|s| s.match_labels.clone())
+                    )
+            ),
+        "the replicas prefer different nodes"
+    );
+    let [pdb] = o.disruption_budgets.as_slice() else {
+        panic!("one PodDisruptionBudget");
+    };
+    let pdb_spec = pdb.spec.as_ref().expect("PDB spec");
+    assert!(
+        matches(
+            &pdb_spec
+                .selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+        ),
+        "the PodDisruptionBudget selects the controller's pods"
+    );
+    // maxUnavailable 1: a drain evicts one replica at a time, and a single replica can go.
+    assert!(pdb_spec.min_available.is_none());
+    assert_eq!(
+        pdb_spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+}
+
+#[test]
+fn probes_name_ports_their_container_declares() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut checked = 0;
+    for dir in KUSTOMIZATIONS {
+        for (pod, spec) in all_pods(&render(dir)) {
+            for c in &spec.containers {
+                let declared: BTreeSet<&str> = c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.name.as_deref())
+                    .collect();
+                for probe in [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+                    .into_iter()
+                    .flatten()
+                {
+                    let port = probe
+                        .http_get
+                        .as_ref()
+                        .map(|h| &h.port)
+                        .or(probe.tcp_socket.as_ref().map(|t| &t.port));
+                    if let Some(IntOrString::String(name)) = port {
+                        assert!(
+                            declared.contains(name.as_str()),
+                            "{dir} {pod}/{}: probe port {name:?} is not a declared port",
+                            c.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} named probe ports");
+}
+
+#[test]
+fn example_pods_run_on_two_different_nodes() {
+    let o = render("deploy/examples");
+    let d = o
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("shared-writer"))
+        .expect("shared-writer");
+    let spec = &d.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let pod = pod_spec(spec.template.spec.as_ref(), "shared-writer");
+    let required = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
+        .unwrap_or_default();
+    let spread = required.iter().any(|t| {
+        t.topology_key == "kubernetes.io/hostname"
+            && t.label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    });
+    assert!(spread, "the two replicas are required on different nodes");
 }

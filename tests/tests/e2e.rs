@@ -42,12 +42,15 @@ fn example_manifests_parse() -> Result<()> {
     let ex = Examples::load()?;
     ensure!(ex.storage_class.provisioner == "gluster.heketi.csi");
     let params = ex.storage_class.parameters.clone().unwrap_or_default();
-    for key in ["resturl", "volumetype"] {
-        ensure!(
-            params.contains_key(key),
-            "the class has no {key}: {params:?}"
-        );
-    }
+    ensure!(
+        params.contains_key("volumetype"),
+        "the class has no volumetype: {params:?}"
+    );
+    // No resturl: the class uses the default backend the operator set in the overlay.
+    ensure!(
+        !params.contains_key("resturl"),
+        "the class names a resturl: {params:?}"
+    );
     let secret_name = params
         .get(&format!("{SIDECAR_PREFIX}provisioner-secret-name"))
         .context("the class names no provisioner secret")?;
@@ -103,10 +106,10 @@ async fn provisioner_request(tb: Arc<Testbed>) -> Result<()> {
     ensure!(req.parameters[&format!("{SIDECAR_PREFIX}pv/name")] == p.pv_name);
     ensure!(req.parameters[&format!("{SIDECAR_PREFIX}pvc/name")] == "shared-data");
     ensure!(req.parameters[&format!("{SIDECAR_PREFIX}pvc/namespace")] == "default");
-    // The in-cluster Service URL is replaced by the testbed's heketi-server.
-    ensure!(req.parameters["resturl"] == env.heketi_url);
+    // No resturl is sent: the controller's default backend (the testbed's heketi-server) serves.
+    ensure!(!req.parameters.contains_key("resturl"));
 
-    // Secrets from the example Secret, with the testbed's key instead of the placeholder.
+    // Secrets from the example overlay's Secret, with the testbed's key.
     ensure!(
         req.secrets.get("key") == Some(&env.heketi_key),
         "provisioner secret key"
@@ -117,7 +120,7 @@ async fn provisioner_request(tb: Arc<Testbed>) -> Result<()> {
         "DeleteVolume uses the provisioner secret"
     );
     let (expand_ref, expand) = p.expand_secret.as_ref().context("no expand secret")?;
-    ensure!(expand_ref.name.as_deref() == Some("heketi-admin"));
+    ensure!(expand_ref.name.as_deref() == Some("gluster-csi-heketi"));
     ensure!(expand.get("key") == Some(&env.heketi_key));
 
     // RWX → MULTI_NODE_MULTI_WRITER, mount access with the class's mountOptions.

@@ -39,6 +39,7 @@ use csi_proto::v1::{
     NodeStageVolumeRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
     Volume, VolumeCapability,
 };
+use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness, mounts};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -91,6 +92,7 @@ fn main() {
         heketi: true,
         controller: true,
         node: true,
+        executor: ExecutorKind::default(),
     };
     harness::run(opts, |tb| {
         vec![
@@ -939,6 +941,8 @@ async fn gluster_host_lost(tb: Arc<Testbed>) -> Result<()> {
         let (file, stop, acks) = (file.clone(), Arc::clone(&stop), Arc::clone(&acks));
         std::thread::spawn(move || writer(file, stop, acks))
     };
+    // Watched from the hosts' disks.
+    let (lost_brick, kept_brick) = (tb.path_on_disk(&lost_brick), tb.path_on_disk(&kept_brick));
     let outcome = cut_and_measure(&lost.veth, [&lost_brick, &kept_brick], &acks).await;
     stop.store(true, Ordering::SeqCst);
     // Always bring the host back, whatever happened.
@@ -997,7 +1001,7 @@ async fn gluster_host_lost(tb: Arc<Testbed>) -> Result<()> {
     let through_mount = hex::encode(Sha256::digest(text.as_bytes()));
     let mut sums = Vec::new();
     for b in &bricks {
-        sums.push(sha256_file(&b.join("records.log"))?);
+        sums.push(sha256_file(&tb.path_on_disk(b).join("records.log"))?);
     }
     ensure!(
         sums.iter().all(|s| *s == through_mount),

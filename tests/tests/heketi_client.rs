@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::{Testbed, TestbedOptions, harness};
 use heketi_client::types::{
     ClusterCreateRequest, ClusterFlags, DeviceAddRequest, EntryState, HostAddresses,
@@ -40,6 +41,7 @@ fn main() {
         heketi: true,
         controller: false,
         node: false,
+        executor: ExecutorKind::default(),
     };
     harness::run(opts, |tb| {
         let mut trials = stub_trials();

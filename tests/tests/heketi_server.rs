@@ -240,12 +240,7 @@ impl Server {
             format!("--admin-key-file={}", dir.join("admin.key").display()),
             format!("--user-key-file={}", dir.join("user.key").display()),
         ];
-        argv.extend(
-            tb.hosts()[0]
-                .gluster_cmd()
-                .iter()
-                .map(|a| format!("--gluster-cmd={a}")),
-        );
+        argv.extend(tb.heketi_executor_args()?);
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         let s = Self {
             tb: Arc::clone(tb),
@@ -506,7 +501,8 @@ impl Server {
 
     async fn add_device(&self, node: &str, i: usize) -> Result<String> {
         let dir = self.device_dir(i);
-        std::fs::create_dir_all(&dir)?;
+        // Made on the host (its disk), as an administrator prepares a device.
+        std::fs::create_dir_all(self.tb.on_disk(i, &dir))?;
         let body = json!({"name": dir.display().to_string(), "node": node, "size_kib": DEVICE_KIB});
         self.call_204("POST", "/devices", Some(&body.to_string()))
             .await?;
@@ -533,14 +529,16 @@ impl Server {
     fn brick_dirs(&self) -> Result<BTreeSet<PathBuf>> {
         let mut out = BTreeSet::new();
         for i in 0..TOPOLOGY_HOSTS {
+            // Looked at on the host's disk, named as the host names them.
             let d = self.device_dir(i);
-            if !d.exists() {
+            let on_disk = self.tb.on_disk(i, &d);
+            if !on_disk.exists() {
                 continue;
             }
-            for e in std::fs::read_dir(&d)? {
+            for e in std::fs::read_dir(&on_disk)? {
                 let e = e?;
                 if e.file_name().to_string_lossy().starts_with("brick_") {
-                    out.insert(e.path());
+                    out.insert(d.join(e.file_name()));
                 }
             }
         }
@@ -907,9 +905,9 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     .await?
     .expect_error(400, "validation failed: state: asleep is not valid state.")?;
 
-    // Empty what can be emptied: the volume, every device, and node 1 (the glusterd the
-    // server talks to, which is never detached). Deleting the other nodes would detach hosts
-    // other trials are using; the probe/detach trial covers that with host 4.
+    // Empty what can be emptied: the volume and every device. Nodes stay: deleting one
+    // detaches its host from the pool, which Gluster refuses while other trials' volumes have
+    // bricks there; the probe/detach trial covers node deletion with host 4.
     s.delete_volume(&vol.id).await?;
     for dev in &t.devices {
         s.call_204("DELETE", &format!("/devices/{dev}"), None)
@@ -918,13 +916,8 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
             .await?
             .expect_error(404, "Id not found")?;
     }
-    s.call_204("DELETE", &format!("/nodes/{}", t.nodes[0]), None)
-        .await?;
-    s.req("GET", &format!("/nodes/{}", t.nodes[0]), None)
-        .await?
-        .expect_error(404, "Id not found")?;
-    let cluster: ClusterInfoResponse = s.get_json(&format!("/clusters/{}", t.cluster)).await?;
-    ensure!(cluster.nodes.len() == TOPOLOGY_HOSTS - 1, "{cluster:?}");
+    let node: NodeInfoResponse = s.get_json(&format!("/nodes/{}", t.nodes[0])).await?;
+    ensure!(node.devices.is_empty(), "{node:?}");
     let pool = tb.gluster(0, &["pool", "list"]).await?;
     ensure!(
         pool.matches("Connected").count() >= TOPOLOGY_HOSTS,
@@ -942,6 +935,8 @@ async fn node_add_probes_and_delete_detaches(tb: Arc<Testbed>) -> Result<()> {
     let s = Server::start(&tb, "probe", &[]).await?;
     let r = s.req("POST", "/clusters", Some(r#"{"file":true}"#)).await?;
     let c: ClusterInfoResponse = r.json()?;
+    // A member of the pool first: the new node is probed from a node already in the cluster.
+    let first = s.add_node(&c.id, 0).await?;
     let node = s.add_node(&c.id, 3).await?;
     let pool = tb.gluster(0, &["pool", "list"]).await?;
     ensure!(
@@ -955,6 +950,15 @@ async fn node_add_probes_and_delete_detaches(tb: Arc<Testbed>) -> Result<()> {
     ensure!(
         !pool.contains(&h4),
         "after DELETE the host left the pool:\n{pool}"
+    );
+    // The last node of the topology has no other member to be detached from: it stays in
+    // its pool.
+    s.call_204("DELETE", &format!("/nodes/{first}"), None)
+        .await?;
+    let pool = tb.gluster(1, &["pool", "list"]).await?;
+    ensure!(
+        pool.contains(&tb.hosts()[0].address.to_string()),
+        "the last node was detached:\n{pool}"
     );
     Ok(())
 }
@@ -1040,7 +1044,7 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
     // Every brick holds the file (replica 3).
     for p in &theirs {
         ensure!(
-            Path::new(p).join("hello.txt").exists(),
+            tb.path_on_disk(Path::new(p)).join("hello.txt").exists(),
             "brick {p} lacks the file"
         );
     }
@@ -1476,7 +1480,7 @@ async fn failed_create_is_500_in_queue_and_spares_foreign_volume(tb: Arc<Testbed
     s.load_topology().await?;
     // A volume made behind the server's back, with the name the request will ask for.
     let brick = tb.brick_root(0).join("hs-foreign-volume");
-    std::fs::create_dir_all(&brick)?;
+    std::fs::create_dir_all(tb.on_disk(0, &brick))?;
     let spec = format!("{}:{}", tb.hosts()[0].address, brick.join("b").display());
     tb.gluster(0, &["volume", "create", "hs_foreign", &spec, "force"])
         .await?;

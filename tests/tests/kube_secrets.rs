@@ -259,3 +259,49 @@ async fn class_credentials_follow_the_in_tree_precedence() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.to_string().contains("storage/gone"), "{e}");
 }
+
+/// The Secret of a backend of the backends file: any type, `key` and optional `user`; every
+/// failure is FAILED_PRECONDITION naming the backend and the Secret, without a secret value.
+#[tokio::test]
+async fn backend_secrets_give_key_and_user_and_name_the_backend_when_unusable() {
+    let api = fake_with_secrets().await;
+    api.put(
+        SECRETS,
+        secret(
+            "east",
+            "Opaque",
+            &[("key", "s3cret-east\n"), ("user", "user")],
+        ),
+    );
+    api.put(SECRETS, secret("no-key", "Opaque", &[("user", "admin")]));
+    let r = reader(&api);
+    let c = r
+        .backend_credentials("east", "storage", "east")
+        .await
+        .expect("read");
+    assert_eq!(c.user, "user");
+    assert_eq!(
+        c.key.as_ref().map(|k| k.expose_secret().to_owned()),
+        Some("s3cret-east".to_owned())
+    );
+    let c = r
+        .backend_credentials("west", "storage", "heketi")
+        .await
+        .expect("a glusterfs-typed Secret works too");
+    assert_eq!(c.user, "admin");
+    for (name, phrase) in [("missing", "does not exist"), ("no-key", "no `key` entry")] {
+        let e = r
+            .backend_credentials("east", "storage", name)
+            .await
+            .expect_err(name);
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+        assert!(
+            s.message().contains(phrase)
+                && s.message().contains("backend east")
+                && s.message().contains(&format!("storage/{name}")),
+            "{s:?}"
+        );
+        assert!(!s.message().contains("s3cret"), "{s:?}");
+    }
+}

@@ -27,6 +27,7 @@ use csi_proto::v1::{
     NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
     NodeUnstageVolumeRequest, VolumeCapability,
 };
+use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::{Testbed, TestbedOptions, bin_path, harness};
 use heketi_client::types::{SnapshotSettings, VolumeCreateRequest, VolumeDurabilityInfo};
 use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim};
@@ -51,6 +52,7 @@ fn main() {
         heketi: true,
         controller: true,
         node: true,
+        executor: ExecutorKind::default(),
     };
     harness::run(opts, |tb| {
         vec![

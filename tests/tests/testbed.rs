@@ -132,8 +132,8 @@ async fn replica_3_volume_mounts_and_keeps_a_file_on_every_brick(tb: Arc<Testbed
     tb.unmount(&mnt).await?;
     ensure!(!mounts::is_mounted(&mnt), "still mounted");
 
-    for h in tb.hosts() {
-        let on_brick = h.brick_root.join("r3").join("hello.txt");
+    for (i, h) in tb.hosts().iter().enumerate() {
+        let on_brick = tb.on_disk(i, &h.brick_root.join("r3").join("hello.txt"));
         let text = std::fs::read_to_string(&on_brick)
             .with_context(|| format!("brick of {} lacks the file", h.name))?;
         ensure!(text == content, "{}: {text:?}", on_brick.display());
@@ -421,6 +421,16 @@ fn journaled_pids(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+fn journaled_glusterd(dir: &Path) -> Vec<u32> {
+    journal::read(dir)
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Process { pid, role, .. } if role.starts_with("glusterd-") => Some(pid),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn cli(args: &[&str], envs: &[(&str, &Path)]) -> Result<Output> {
     let bin = bin_path("gluster-csi-testbed")?;
     let mut c = tokio::process::Command::new(bin);
@@ -456,7 +466,13 @@ async fn cli_up_over_leftovers_status_and_down_twice(_tb: Arc<Testbed>) -> Resul
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(stdout.contains("GLUSTER_HOSTS=198.1"), "{stdout}");
     ensure!(dir.join("testbed.env").exists());
-    let first = journaled_pids(&dir);
+    // One host: its namespace holder, its sshd and its glusterd.
+    let all = journaled_pids(&dir);
+    ensure!(
+        all.len() == 3 && all.iter().all(|p| procs::alive(*p)),
+        "{all:?}"
+    );
+    let first = journaled_glusterd(&dir);
     ensure!(first.len() == 1 && procs::alive(first[0]), "{first:?}");
 
     // Up again over the running one: it is removed first, then made anew.
@@ -466,7 +482,7 @@ async fn cli_up_over_leftovers_status_and_down_twice(_tb: Arc<Testbed>) -> Resul
         !procs::alive(first[0]),
         "the first glusterd survived the second up"
     );
-    let second = journaled_pids(&dir);
+    let second = journaled_glusterd(&dir);
     ensure!(second.len() == 1 && procs::alive(second[0]), "{second:?}");
 
     let out = cli(&["status", "--state-dir", &d], &[]).await?;

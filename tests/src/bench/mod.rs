@@ -18,6 +18,7 @@ pub mod footprint;
 pub mod machine;
 pub mod node;
 pub mod provision;
+pub mod refresh;
 pub mod report;
 pub mod retry;
 pub mod services;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::host::ExecutorKind;
 use crate::{Testbed, TestbedOptions, harness};
 use report::{Report, Section};
 use services::{HeketiLog, Service};
@@ -45,6 +47,8 @@ pub enum Part {
     Data,
     /// A repeated CreateVolume with many volumes in Heketi.
     Retry,
+    /// CreateVolume while the controller reloads its volume index in the background.
+    Refresh,
     /// RSS and CPU of the controller and node plugin; binary sizes.
     Footprint,
 }
@@ -74,6 +78,12 @@ pub struct BenchArgs {
     /// Repeated CreateVolume calls per volume count [default: 30, quick 10].
     #[arg(long)]
     pub retries: Option<usize>,
+    /// Volumes in Heketi while the refresh part measures CreateVolume [default: 100, quick 20].
+    #[arg(long)]
+    pub refresh_volumes: Option<usize>,
+    /// CreateVolume calls per side in the refresh part [default: 10, quick 4].
+    #[arg(long)]
+    pub refresh_rounds: Option<usize>,
     /// Stage/unstage (and raw mount/unmount) repetitions [default: 30, quick 6].
     #[arg(long)]
     pub stages: Option<usize>,
@@ -120,6 +130,10 @@ pub struct Plan {
     pub volumes: Vec<usize>,
     /// Repeated creates per count.
     pub retries: usize,
+    /// Volumes in Heketi for the refresh part.
+    pub refresh_volumes: usize,
+    /// CreateVolume calls per side in the refresh part.
+    pub refresh_rounds: usize,
     /// Stage repetitions.
     pub stages: usize,
     /// Publishes at once.
@@ -159,6 +173,8 @@ impl Plan {
             callers: a.callers.max(1),
             volumes,
             retries: pick(a.retries, 30, 10),
+            refresh_volumes: pick(a.refresh_volumes, 100, 20),
+            refresh_rounds: pick(a.refresh_rounds, 10, 4),
             stages: pick(a.stages, 30, 6),
             publishes: a.publishes.max(1),
             publish_rounds: pick(a.publish_rounds, 5, 2),
@@ -240,6 +256,7 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
             Part::Node,
             Part::Data,
             Part::Retry,
+            Part::Refresh,
         ]
     } else {
         args.only.clone()
@@ -260,6 +277,7 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
             heketi: true,
             controller: false,
             node: false,
+            executor: ExecutorKind::default(),
         })
         .await
         .context("the benchmark's testbed did not come up")?,
@@ -320,7 +338,13 @@ async fn measure(
             }
         };
     }
-    for part in [Part::Provision, Part::Node, Part::Data, Part::Retry] {
+    for part in [
+        Part::Provision,
+        Part::Node,
+        Part::Data,
+        Part::Retry,
+        Part::Refresh,
+    ] {
         if !want(part) {
             continue;
         }
@@ -329,6 +353,7 @@ async fn measure(
             Part::Node => "Node: stage, publish, FUSE clients",
             Part::Data => "Data path",
             Part::Retry => "Idempotent retry cost",
+            Part::Refresh => "CreateVolume during a full index reload",
             Part::Footprint => "Footprint",
         };
         eprintln!("bench: {title}");
@@ -336,6 +361,7 @@ async fn measure(
             Part::Provision => provision::run(&mut ctx).await,
             Part::Node => node::run(&mut ctx).await,
             Part::Data => data::run(&mut ctx).await,
+            Part::Refresh => refresh::run(&mut ctx).await,
             _ => retry::run(&mut ctx).await,
         };
         let s = r.unwrap_or_else(|e| {
@@ -359,13 +385,16 @@ async fn measure(
 fn describe_plan(p: &Plan) -> String {
     format!(
         "{} sequential + {} concurrent PVCs per side ({} callers); retry at {:?} volumes × {} \
-         calls; {} stages; {} publishes × {} rounds; {} MiB and {} files × {} rounds per side; \
-         {} gRPC calls per kind; reference driver: {}",
+         calls; refresh at {} volumes × {} creates per side; {} stages; {} publishes × {} \
+         rounds; {} MiB and {} files × {} rounds per side; {} gRPC calls per kind; reference \
+         driver: {}",
         p.sequential_pvcs,
         p.concurrent_pvcs,
         p.callers,
         p.volumes,
         p.retries,
+        p.refresh_volumes,
+        p.refresh_rounds,
         p.stages,
         p.publishes,
         p.publish_rounds,

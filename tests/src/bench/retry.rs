@@ -21,7 +21,7 @@ const FILL_CONCURRENCY: usize = 8;
 
 /// Adds `n` volumes straight through Heketi (`durability none`, 1 GiB: one brick each, the
 /// cheapest real Gluster volume) so that Heketi's volume list grows.
-async fn fill(ctx: &Ctx, first: usize, n: usize) -> Result<usize> {
+pub(super) async fn fill(ctx: &Ctx, first: usize, n: usize) -> Result<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let made = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -106,7 +106,7 @@ fn mem_available_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-async fn volume_count(h: &heketi_client::Client) -> Result<usize> {
+pub(super) async fn volume_count(h: &heketi_client::Client) -> Result<usize> {
     bounded("Heketi volume list", calls::NODE_STEP, async {
         Ok(h.volume_list()
             .await

@@ -50,6 +50,11 @@ impl Service {
     /// Starts the controller against the testbed's heketi-server, with metrics on a loopback
     /// port.
     pub async fn controller(tb: &Testbed, dir: &Path) -> Result<Service> {
+        Self::controller_with(tb, dir, &[]).await
+    }
+
+    /// [`Self::controller`] with `extra` flags.
+    pub async fn controller_with(tb: &Testbed, dir: &Path, extra: &[&str]) -> Result<Service> {
         let socket = dir.join("controller.sock");
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_loopback_port()?));
         let env = tb.env();
@@ -67,7 +72,10 @@ impl Service {
             env.heketi_key_file.display().to_string(),
             "--metrics-address".into(),
             metrics.to_string(),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| (*a).to_owned()))
+        .collect();
         let mut s = Service {
             name: "controller",
             argv,
