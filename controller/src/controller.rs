@@ -637,6 +637,7 @@ impl Inner {
         }
         let request = VolumeCloneRequest {
             name: plan.heketi_name.clone(),
+            ..Default::default()
         };
         let clone = match target
             .heketi(

@@ -680,13 +680,21 @@ pub struct VolumeExpandRequest {
 ///
 /// # Example
 /// ```no_run
-/// let req = heketi_client::types::VolumeCloneRequest { name: "csi_clone_1".into() };
+/// let req = heketi_client::types::VolumeCloneRequest {
+///     name: "csi_clone_1".into(),
+///     ..Default::default()
+/// };
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeCloneRequest {
     /// Name of the clone; Heketi picks one when empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// An extension of heketi-server (sent only when true; real Heketi ignores unknown
+    /// fields): the clone is made read-only in Gluster (`features.read-only`) once its data
+    /// is in place. Clones of it are writable again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 #[cfg(test)]

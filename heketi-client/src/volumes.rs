@@ -119,7 +119,10 @@ impl Client {
     /// let c = client
     ///     .volume_clone(
     ///         "0123456789abcdef0123456789abcdef",
-    ///         &VolumeCloneRequest { name: "csi_clone_1".into() },
+    ///         &VolumeCloneRequest {
+    ///             name: "csi_clone_1".into(),
+    ///             ..Default::default()
+    ///         },
     ///     )
     ///     .await?;
     /// println!("clone {} is {}", c.name, c.id);

@@ -207,6 +207,7 @@ async fn volume_clone_independent(tb: Arc<Testbed>) -> Result<()> {
             &v.id,
             &VolumeCloneRequest {
                 name: "hc_clone_dst".into(),
+                ..Default::default()
             },
         )
         .await
