@@ -22,11 +22,12 @@ use csi_proto::v1::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
     ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
     ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerServiceCapability,
-    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
-    GetCapacityRequest, GetCapacityResponse, ListVolumesRequest, ListVolumesResponse,
-    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
-    VolumeCapability, VolumeContentSource, controller_get_volume_response, list_volumes_response,
-    validate_volume_capabilities_response,
+    CreateSnapshotRequest, CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse,
+    DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+    GetCapacityRequest, GetCapacityResponse, ListSnapshotsRequest, ListSnapshotsResponse,
+    ListVolumesRequest, ListVolumesResponse, ValidateVolumeCapabilitiesRequest,
+    ValidateVolumeCapabilitiesResponse, Volume, VolumeCapability, VolumeContentSource,
+    controller_get_volume_response, list_volumes_response, validate_volume_capabilities_response,
 };
 use heketi_client::types::{
     EntryState, SnapshotSettings, VolumeCloneRequest, VolumeCreateRequest, VolumeExpandRequest,
@@ -45,7 +46,10 @@ use crate::names;
 use crate::paging;
 use crate::params::{ClassParams, Credentials, VolumeType};
 use crate::sizes::{self, GIB, gib_to_bytes};
+use crate::snapshot_id::SnapshotId;
 use crate::volume_id::{BackendRef, VolumeId};
+
+mod snapshots;
 
 /// The capabilities this controller advertises. No PUBLISH_UNPUBLISH: there is nothing to
 /// attach, the node mounts Gluster directly.
@@ -53,6 +57,8 @@ pub const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::CreateDeleteVolume,
     rpc::Type::ExpandVolume,
     rpc::Type::CloneVolume,
+    rpc::Type::CreateDeleteSnapshot,
+    rpc::Type::ListSnapshots,
     rpc::Type::ListVolumes,
     rpc::Type::GetCapacity,
     rpc::Type::GetVolume,
@@ -118,9 +124,19 @@ struct CreatePlan {
     want_gib: u64,
     limit_bytes: u64,
     params: ClassParams,
-    /// Id of the volume to clone.
-    source: Option<String>,
+    /// What to clone.
+    source: Option<CloneSource>,
     content_source: Option<VolumeContentSource>,
+}
+
+/// The volume a new volume is a clone of: a volume, or the volume of a snapshot.
+struct CloneSource {
+    /// Its Heketi volume.
+    id: VolumeId,
+    /// What the request called it, for messages.
+    what: String,
+    /// A snapshot (restore) rather than a volume (clone).
+    snapshot: bool,
 }
 
 fn no_default_for_class() -> Error {
@@ -341,19 +357,36 @@ impl Inner {
             .and_then(|s| s.r#type.as_ref())
         {
             None => None,
-            Some(SourceType::Snapshot(_)) => {
-                return Err(Error::Unimplemented(
-                    "creating a volume from a snapshot is not supported (Heketi has no \
-                     snapshot API); clone the volume instead"
-                        .into(),
+            Some(SourceType::Snapshot(s)) if s.snapshot_id.is_empty() => {
+                return Err(Error::invalid(
+                    "volume_content_source.snapshot.snapshot_id is required",
                 ));
+            }
+            Some(SourceType::Snapshot(s)) => {
+                let what = format!("snapshot {:?}", s.snapshot_id);
+                let SnapshotId(id) = SnapshotId::parse(&s.snapshot_id)
+                    .ok_or_else(|| Error::NotFound(format!("{what} does not exist")))?;
+                Some(CloneSource {
+                    id,
+                    what,
+                    snapshot: true,
+                })
             }
             Some(SourceType::Volume(v)) if v.volume_id.is_empty() => {
                 return Err(Error::invalid(
                     "volume_content_source.volume.volume_id is required",
                 ));
             }
-            Some(SourceType::Volume(v)) => Some(v.volume_id.clone()),
+            Some(SourceType::Volume(v)) => {
+                let what = format!("clone source volume {:?}", v.volume_id);
+                let id = VolumeId::parse(&v.volume_id)
+                    .ok_or_else(|| Error::NotFound(format!("{what} does not exist")))?;
+                Some(CloneSource {
+                    id,
+                    what,
+                    snapshot: false,
+                })
+            }
         };
         // A resturl of no backend is written into the id: it must fit (checked before the
         // credentials rule, whose advice would not help).
@@ -433,8 +466,17 @@ impl Inner {
                 .find(|s| s.name == heketi_name)
                 .map(|s| s.id.clone())
         };
+        self.find(target, by_name).await
+    }
+
+    /// The volume `pick` chooses from the index (read fresh from Heketi), if any.
+    async fn find(
+        &self,
+        target: &Target,
+        pick: impl Fn(&std::collections::BTreeMap<String, Summary>) -> Option<String>,
+    ) -> Result<Option<VolumeInfoResponse>> {
         refresh_index(target);
-        let found = match target.state.index.with(by_name) {
+        let found = match target.state.index.with(&pick) {
             Some(id) => Some(id),
             None => {
                 // Not known here: perhaps made by an earlier call that timed out, or by
@@ -444,7 +486,7 @@ impl Inner {
                     .index
                     .catch_up(&target.client, &target.metrics)
                     .await?;
-                target.state.index.with(by_name)
+                target.state.index.with(&pick)
             }
         };
         let Some(id) = found else {
@@ -602,16 +644,17 @@ impl Inner {
         &self,
         target: &Target,
         plan: &CreatePlan,
-        source: &str,
+        source: &CloneSource,
     ) -> Result<VolumeInfoResponse> {
-        let missing = || Error::NotFound(format!("clone source volume {source:?} does not exist"));
-        let src = VolumeId::parse(source).ok_or_else(missing)?;
+        let what = &source.what;
+        let missing = || Error::NotFound(format!("{what} does not exist"));
+        let src = &source.id;
         let src_backend = self.backends.canonical(&src.backend);
         if src_backend.as_ref() != Some(&target.reference) {
-            let on = src_backend.unwrap_or(src.backend);
+            let on = src_backend.unwrap_or_else(|| src.backend.clone());
             return Err(Error::invalid(format!(
-                "clone source volume {source:?} is on {on}, not on {} where the \
-                 StorageClass creates volumes; clone within one Heketi",
+                "{what} is on {on}, not on {} where the StorageClass creates volumes; clone \
+                 or restore within one Heketi (a StorageClass whose resturl is that backend's)",
                 target.reference
             )));
         }
@@ -623,15 +666,18 @@ impl Inner {
             Err(e) if e.is_not_found() => return Err(missing()),
             Err(e) => {
                 return Err(Error::heketi(
-                    format!("reading clone source {} on {}", src.heketi_id, target.url()),
+                    format!("reading {what} ({}) on {}", src.heketi_id, target.url()),
                     e,
                 ));
             }
         };
+        if source.snapshot {
+            snapshots::check_is_snapshot(&src_info, what)?;
+        }
         if plan.limit_bytes > 0 && src_info.size.saturating_mul(GIB) > plan.limit_bytes {
             return Err(Error::OutOfRange(format!(
-                "the clone source is {} GiB, above limit_bytes {}; a clone is at least as large \
-                 as its source",
+                "{what} is {} GiB, above limit_bytes {}; a clone or restore is at least as \
+                 large as its source",
                 src_info.size, plan.limit_bytes
             )));
         }
@@ -1149,6 +1195,53 @@ impl Controller for ControllerService {
         respond(r)
     }
 
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> std::result::Result<Response<CreateSnapshotResponse>, Status> {
+        let inner = Arc::clone(&self.inner);
+        let r = self
+            .inner
+            .metrics
+            .rpc(
+                "CreateSnapshot",
+                inner.create_snapshot(request.into_inner()),
+            )
+            .await
+            .map(|s| CreateSnapshotResponse { snapshot: Some(s) });
+        respond(r)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> std::result::Result<Response<DeleteSnapshotResponse>, Status> {
+        let inner = Arc::clone(&self.inner);
+        let r = self
+            .inner
+            .metrics
+            .rpc(
+                "DeleteSnapshot",
+                inner.delete_snapshot(request.into_inner()),
+            )
+            .await
+            .map(|()| DeleteSnapshotResponse {});
+        respond(r)
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> std::result::Result<Response<ListSnapshotsResponse>, Status> {
+        let inner = Arc::clone(&self.inner);
+        respond(
+            self.inner
+                .metrics
+                .rpc("ListSnapshots", inner.list_snapshots(request.into_inner()))
+                .await,
+        )
+    }
+
     async fn controller_get_volume(
         &self,
         request: Request<ControllerGetVolumeRequest>,
@@ -1219,7 +1312,9 @@ mod tests {
     #[test]
     fn advertised_capabilities() {
         assert!(!CAPABILITIES.contains(&rpc::Type::PublishUnpublishVolume));
-        assert_eq!(CAPABILITIES.len(), 7);
+        assert!(CAPABILITIES.contains(&rpc::Type::CreateDeleteSnapshot));
+        assert!(CAPABILITIES.contains(&rpc::Type::ListSnapshots));
+        assert_eq!(CAPABILITIES.len(), 9);
     }
 
     #[test]

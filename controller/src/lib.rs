@@ -19,6 +19,7 @@ pub mod names;
 pub mod paging;
 pub mod params;
 pub mod sizes;
+pub mod snapshot_id;
 pub mod volume_id;
 
 pub use config::{Args, Config};

@@ -5,6 +5,13 @@
 //! start of the SHA-256 of the CSI name, so a retried CreateVolume finds the volume the first
 //! call made, also from another controller process. 80 bits make a collision between two live
 //! volumes practically impossible.
+//!
+//! A snapshot is a Heketi volume too (a clone of its source), named
+//! `snap_<20 hex>_<source's Heketi id>_<creation time, Unix seconds>`: the hex is the same hash
+//! of the CSI snapshot name, so a retried CreateSnapshot finds it by the prefix
+//! ([`snapshot_prefix`]); the rest makes the snapshot traceable to its source and its creation
+//! time from Heketi's volume list alone ([`SnapshotName::parse`]). Heketi names have no length
+//! limit; Gluster allows 255 bytes, and this is 69.
 
 use sha2::{Digest, Sha256};
 
@@ -13,11 +20,19 @@ pub const MARKER: &str = "csi_";
 /// Hex characters of the hash.
 pub const HASH_LEN: usize = 20;
 
+/// The marker at the start of a snapshot's Heketi name.
+pub const SNAPSHOT_MARKER: &str = "snap_";
+
+/// The first [`HASH_LEN`] hex characters of the SHA-256 of `csi_name`.
+fn short_hash(csi_name: &str) -> String {
+    let mut hash = hex::encode(Sha256::digest(csi_name.as_bytes()));
+    hash.truncate(HASH_LEN);
+    hash
+}
+
 /// The Heketi volume name for the CSI name `csi_name`.
 pub fn heketi_name(csi_name: &str, prefix: Option<&str>) -> String {
-    let digest = Sha256::digest(csi_name.as_bytes());
-    let hash = hex::encode(digest);
-    let short = &hash[..HASH_LEN];
+    let short = short_hash(csi_name);
     match prefix {
         Some(p) if !p.is_empty() => format!("{p}_{MARKER}{short}"),
         _ => format!("{MARKER}{short}"),
@@ -47,6 +62,66 @@ pub fn is_driver_volume(name: &str) -> bool {
         }
     };
     hash_ok && head_ok
+}
+
+/// The start shared by the Heketi names of every snapshot made for the CSI snapshot name
+/// `csi_name`.
+pub fn snapshot_prefix(csi_name: &str) -> String {
+    format!("{SNAPSHOT_MARKER}{}_", short_hash(csi_name))
+}
+
+/// What the Heketi name of a snapshot says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotName {
+    /// [`snapshot_prefix`] of the CSI snapshot name.
+    pub prefix: String,
+    /// Heketi id of the volume the snapshot was taken of (lowercase hex).
+    pub source: String,
+    /// When the snapshot was taken, Unix seconds.
+    pub created: i64,
+}
+
+impl SnapshotName {
+    /// The name of a snapshot of CSI name `csi_name`, of Heketi volume `source`, taken at
+    /// `created` (Unix seconds).
+    pub fn new(csi_name: &str, source: &str, created: i64) -> Self {
+        Self {
+            prefix: snapshot_prefix(csi_name),
+            source: source.to_ascii_lowercase(),
+            created,
+        }
+    }
+
+    /// The Heketi volume name.
+    pub fn encode(&self) -> String {
+        format!("{}{}_{}", self.prefix, self.source, self.created)
+    }
+
+    /// Reads a Heketi volume name; `None` when it is not a snapshot of this driver.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(SNAPSHOT_MARKER)?;
+        let mut parts = rest.split('_');
+        let (hash, source, created) = (parts.next()?, parts.next()?, parts.next()?);
+        let lower_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let ok = parts.next().is_none()
+            && hash.len() == HASH_LEN
+            && lower_hex(hash)
+            && source.len() == crate::volume_id::HEKETI_ID_LEN
+            && lower_hex(source)
+            && !created.is_empty()
+            && created.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return None;
+        }
+        Some(Self {
+            prefix: format!("{SNAPSHOT_MARKER}{hash}_"),
+            source: source.to_owned(),
+            created: created.parse().ok()?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +173,39 @@ mod tests {
         }
         assert!(is_driver_volume("csi_0123456789abcdef0123"));
         assert!(is_driver_volume("p-1_csi_0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn snapshot_names_round_trip_and_are_not_volumes() {
+        let src = "0123456789abcdef0123456789abcdef";
+        let n = SnapshotName::new("snapshot-8a3b7e62", src, 1_796_000_000);
+        let name = n.encode();
+        assert!(
+            name.starts_with(&snapshot_prefix("snapshot-8a3b7e62")),
+            "{name}"
+        );
+        assert!(name.len() <= 255, "{name}");
+        assert_eq!(SnapshotName::parse(&name), Some(n));
+        assert!(
+            !is_driver_volume(&name),
+            "a snapshot is not listed as a volume"
+        );
+        assert_ne!(
+            snapshot_prefix("snapshot-a"),
+            snapshot_prefix("snapshot-b"),
+            "different names, different prefixes"
+        );
+        for bad in [
+            "csi_0123456789abcdef0123",
+            "snap_",
+            "snap_0123456789abcdef0123_0123456789abcdef0123456789abcdef",
+            "snap_0123456789abcdef0123_0123456789abcdef0123456789abcdef_",
+            "snap_0123456789abcdef0123_0123456789abcdef0123456789abcdef_12x",
+            "snap_0123456789abcdef0123_0123456789ABCDEF0123456789abcdef_12",
+            "snap_0123456789abcdef012_0123456789abcdef0123456789abcdef_12",
+            "snap_0123456789abcdef0123_0123456789abcdef0123456789abcdef_12_x",
+        ] {
+            assert_eq!(SnapshotName::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -26,6 +26,8 @@
 //! ```
 
 pub mod identity;
+/// The protobuf well-known types the messages use (`Timestamp` of a snapshot).
+pub use prost_types;
 pub mod locks;
 pub mod serve;
 #[cfg(feature = "test-support")]
