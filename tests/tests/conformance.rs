@@ -25,15 +25,15 @@ use csi_proto::v1::node_service_capability;
 use csi_proto::v1::plugin_capability::{self, service, volume_expansion};
 use csi_proto::v1::volume_capability::access_mode::Mode;
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
-use csi_proto::v1::volume_content_source::{Type as SourceType, VolumeSource};
+use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use csi_proto::v1::{
     CapacityRange, ControllerExpandVolumeRequest, ControllerGetCapabilitiesRequest,
-    ControllerGetVolumeRequest, CreateVolumeRequest, DeleteVolumeRequest, GetCapacityRequest,
-    GetPluginCapabilitiesRequest, GetPluginInfoRequest, ListVolumesRequest,
-    NodeGetCapabilitiesRequest, NodeGetInfoRequest, NodeGetVolumeStatsRequest,
-    NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
-    NodeUnstageVolumeRequest, ProbeRequest, ValidateVolumeCapabilitiesRequest, Volume,
-    VolumeCapability, VolumeContentSource, volume_usage,
+    ControllerGetVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest,
+    DeleteVolumeRequest, GetCapacityRequest, GetPluginCapabilitiesRequest, GetPluginInfoRequest,
+    ListSnapshotsRequest, ListVolumesRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
+    NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest, Snapshot,
+    ValidateVolumeCapabilitiesRequest, Volume, VolumeCapability, VolumeContentSource, volume_usage,
 };
 use gluster_csi_testbed::demo::mount_table;
 use gluster_csi_testbed::{Testbed, TestbedOptions, harness};
@@ -136,6 +136,22 @@ fn main() {
                 "list_volumes_pages_survive_creates_and_deleting_the_last_volume_of_a_page",
                 &tb,
                 list_paging,
+            ),
+            // Snapshots.
+            ex(
+                "create_snapshot_checks_its_fields_is_idempotent_by_name_and_is_no_volume",
+                &tb,
+                snapshot_create,
+            ),
+            ex(
+                "restore_holds_the_data_before_the_snapshot_and_not_after_even_once_the_source_is_gone",
+                &tb,
+                snapshot_restore,
+            ),
+            ex(
+                "list_snapshots_filters_by_id_and_source_pages_and_delete_snapshot_is_idempotent",
+                &tb,
+                snapshot_list_and_delete,
             ),
             t(
                 "get_capacity_with_an_empty_request_succeeds",
@@ -526,6 +542,8 @@ async fn controller_capabilities(tb: Arc<Testbed>) -> Result<()> {
         rpc::Type::CreateDeleteVolume,
         rpc::Type::ExpandVolume,
         rpc::Type::CloneVolume,
+        rpc::Type::CreateDeleteSnapshot,
+        rpc::Type::ListSnapshots,
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::GetVolume,
@@ -1485,5 +1503,411 @@ async fn cleanup_order(tb: Arc<Testbed>) -> Result<()> {
     ensure!(mounts_at(&paths.staging)? == 0, "still staged");
     delete(&mut c, &v.volume_id).await?;
     ensure!(!gluster_volumes(&tb).await?.contains(&gv), "{gv} survived");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+fn snapshot_req(name: &str, source: &str) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        source_volume_id: source.to_owned(),
+        name: name.to_owned(),
+        ..CreateSnapshotRequest::default()
+    }
+}
+
+async fn snapshot(c: &mut ControllerClient<Channel>, name: &str, source: &str) -> Result<Snapshot> {
+    c.create_snapshot(snapshot_req(name, source))
+        .await
+        .with_context(|| format!("CreateSnapshot {name}"))?
+        .into_inner()
+        .snapshot
+        .with_context(|| format!("CreateSnapshot {name} answered without a snapshot"))
+}
+
+async fn delete_snapshot(c: &mut ControllerClient<Channel>, id: &str) -> Result<()> {
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: id.to_owned(),
+        secrets: HashMap::new(),
+    })
+    .await
+    .with_context(|| format!("DeleteSnapshot {id}"))?;
+    Ok(())
+}
+
+/// Every snapshot ListSnapshots returns for `req`, page by page (`req.max_entries` a page).
+async fn list_snapshots(
+    c: &mut ControllerClient<Channel>,
+    req: ListSnapshotsRequest,
+) -> Result<Vec<Snapshot>> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10_000 {
+        let page = c
+            .list_snapshots(ListSnapshotsRequest {
+                starting_token: token,
+                ..req.clone()
+            })
+            .await?
+            .into_inner();
+        ensure!(
+            req.max_entries == 0 || page.entries.len() <= usize::try_from(req.max_entries)?,
+            "a page of {} entries for max_entries {}",
+            page.entries.len(),
+            req.max_entries
+        );
+        all.extend(page.entries.into_iter().filter_map(|e| e.snapshot));
+        if page.next_token.is_empty() {
+            return Ok(all);
+        }
+        token = page.next_token;
+    }
+    bail!("ListSnapshots never ended")
+}
+
+fn snapshot_ids(snaps: &[Snapshot]) -> Vec<&str> {
+    snaps.iter().map(|s| s.snapshot_id.as_str()).collect()
+}
+
+fn from_snapshot(id: &str) -> VolumeContentSource {
+    VolumeContentSource {
+        r#type: Some(SourceType::Snapshot(SnapshotSource {
+            snapshot_id: id.to_owned(),
+        })),
+    }
+}
+
+/// Heketi's id of a volume, read off its CSI id (`1:<heketi id>:…`).
+fn heketi_id(volume_id: &str) -> Result<&str> {
+    volume_id
+        .split(':')
+        .nth(1)
+        .with_context(|| format!("{volume_id} has no Heketi id"))
+}
+
+/// The Gluster volumes of snapshots taken of the volume `volume_id`.
+async fn gluster_snapshots_of(tb: &Testbed, volume_id: &str) -> Result<Vec<String>> {
+    let src = heketi_id(volume_id)?;
+    Ok(gluster_volumes(tb)
+        .await?
+        .into_iter()
+        .filter(|v| v.starts_with("snap_") && v.contains(src))
+        .collect())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+async fn snapshot_create(tb: Arc<Testbed>) -> Result<()> {
+    let mut c = controller(&tb).await?;
+    expect_code(
+        "CreateSnapshot without a name",
+        c.create_snapshot(snapshot_req("", FAKE_ID)).await,
+        Code::InvalidArgument,
+    )?;
+    expect_code(
+        "CreateSnapshot without a source",
+        c.create_snapshot(snapshot_req("conformance-snap-nosource", ""))
+            .await,
+        Code::InvalidArgument,
+    )?;
+    expect_code(
+        "CreateSnapshot of fake-vol-id-xxxxxxxxxx",
+        c.create_snapshot(snapshot_req("conformance-snap-fake", FAKE_ID))
+            .await,
+        Code::NotFound,
+    )?;
+    let a = create(&mut c, create_req("conformance-snap-a", GIB, 0)).await?;
+    let b = create(&mut c, create_req("conformance-snap-b", GIB, 0)).await?;
+    let mut bad = snapshot_req("conformance-snap-param", &a.volume_id);
+    bad.parameters.insert("snapfactor".into(), "2".into());
+    match c.create_snapshot(bad).await {
+        Err(s) if s.code() == Code::InvalidArgument && s.message().contains("snapfactor") => {}
+        other => bail!("an unknown parameter: {other:?}, INVALID_ARGUMENT naming it was expected"),
+    }
+
+    let t0 = unix_now();
+    let first = snapshot(&mut c, "conformance-snap", &a.volume_id).await?;
+    let t1 = unix_now();
+    let created = first.creation_time.map(|t| t.seconds).unwrap_or_default();
+    ensure!(
+        first.ready_to_use
+            && first.size_bytes == a.capacity_bytes
+            && first.source_volume_id == a.volume_id
+            && (t0 - 1..=t1 + 1).contains(&created),
+        "snapshot {first:?} of {} ({} bytes) taken between {t0} and {t1}",
+        a.volume_id,
+        a.capacity_bytes
+    );
+    for _ in 0..3 {
+        let again = snapshot(&mut c, "conformance-snap", &a.volume_id).await?;
+        ensure!(
+            again == first,
+            "a repeated CreateSnapshot answered {again:?}, not {first:?}"
+        );
+    }
+    ensure!(
+        gluster_snapshots_of(&tb, &a.volume_id).await?.len() == 1,
+        "repeated CreateSnapshot calls made more than one copy"
+    );
+    expect_code(
+        "CreateSnapshot of the same name from another volume",
+        c.create_snapshot(snapshot_req("conformance-snap", &b.volume_id))
+            .await,
+        Code::AlreadyExists,
+    )?;
+    let long = snapshot(&mut c, &"s".repeat(128), &a.volume_id)
+        .await
+        .context("a 128-character snapshot name")?;
+
+    // A snapshot id is no volume id: volume calls do not see or touch it.
+    ensure!(
+        !list_all(&mut c, 0).await?.contains(&first.snapshot_id),
+        "ListVolumes lists a snapshot"
+    );
+    expect_code(
+        "ControllerGetVolume of a snapshot id",
+        c.controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: first.snapshot_id.clone(),
+        })
+        .await,
+        Code::NotFound,
+    )?;
+    delete(&mut c, &first.snapshot_id).await?;
+    let listed = list_snapshots(
+        &mut c,
+        ListSnapshotsRequest {
+            snapshot_id: first.snapshot_id.clone(),
+            ..ListSnapshotsRequest::default()
+        },
+    )
+    .await?;
+    ensure!(
+        listed == vec![first.clone()],
+        "DeleteVolume of a snapshot id changed the snapshot: {listed:?}"
+    );
+
+    for s in [&first, &long] {
+        delete_snapshot(&mut c, &s.snapshot_id).await?;
+    }
+    ensure!(
+        gluster_snapshots_of(&tb, &a.volume_id).await?.is_empty(),
+        "DeleteSnapshot left a Gluster volume"
+    );
+    for v in [&a, &b] {
+        delete(&mut c, &v.volume_id).await?;
+    }
+    Ok(())
+}
+
+async fn snapshot_restore(tb: Arc<Testbed>) -> Result<()> {
+    let mut c = controller(&tb).await?;
+    let src = create(&mut c, create_req("conformance-restore-source", GIB, 0)).await?;
+    let mp = tb.scratch_dir("conformance-restore-source")?;
+    tb.mount_volume(gluster_volume_of(&src)?, &mp).await?;
+    std::fs::write(mp.join("kept.txt"), b"before\n")?;
+    std::fs::create_dir_all(mp.join("dir"))?;
+    std::fs::write(mp.join("dir/nested.txt"), b"nested before\n")?;
+    let snap = snapshot(&mut c, "conformance-restore-snap", &src.volume_id).await;
+    let written_after = async {
+        std::fs::write(mp.join("kept.txt"), b"after\n")?;
+        std::fs::write(mp.join("new.txt"), b"after\n")?;
+        std::fs::remove_file(mp.join("dir/nested.txt"))?;
+        anyhow::Ok(())
+    }
+    .await;
+    tb.unmount(&mp).await?;
+    let snap = snap?;
+    written_after?;
+
+    // The snapshot itself is read-only in Gluster.
+    let snaps = gluster_snapshots_of(&tb, &src.volume_id).await?;
+    let [snap_volume] = &snaps[..] else {
+        bail!("Gluster volumes of the snapshot: {snaps:?}, one was expected");
+    };
+    let smp = tb.scratch_dir("conformance-restore-snapshot")?;
+    tb.mount_volume(snap_volume, &smp).await?;
+    let write = std::fs::write(smp.join("new.txt"), b"into the snapshot\n");
+    let read = std::fs::read(smp.join("kept.txt"));
+    tb.unmount(&smp).await?;
+    match write {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => {}
+        other => bail!("a write into the snapshot's volume: {other:?}, EROFS was expected"),
+    }
+    ensure!(read? == b"before\n", "the snapshot does not hold the data");
+
+    expect_code(
+        "CreateVolume from an unknown snapshot",
+        {
+            let mut req = create_req("conformance-restore-unknown", GIB, 0);
+            req.volume_content_source = Some(from_snapshot("s1:fake"));
+            c.create_volume(req).await
+        },
+        Code::NotFound,
+    )?;
+
+    // Restored larger than the snapshot, after the source is deleted.
+    delete(&mut c, &src.volume_id).await?;
+    let mut req = create_req("conformance-restored", 2 * GIB, 0);
+    req.volume_content_source = Some(from_snapshot(&snap.snapshot_id));
+    let restored = create(&mut c, req).await?;
+    ensure!(
+        restored.capacity_bytes == 2 * GIB
+            && restored.content_source == Some(from_snapshot(&snap.snapshot_id)),
+        "restored volume {restored:?}"
+    );
+    let rmp = tb.scratch_dir("conformance-restored")?;
+    tb.mount_volume(gluster_volume_of(&restored)?, &rmp).await?;
+    let kept = std::fs::read(rmp.join("kept.txt"));
+    let nested = std::fs::read(rmp.join("dir/nested.txt"));
+    let new_exists = rmp.join("new.txt").exists();
+    let writable = std::fs::write(rmp.join("restored.txt"), b"writable\n");
+    tb.unmount(&rmp).await?;
+    ensure!(
+        kept? == b"before\n" && nested? == b"nested before\n",
+        "the restore lacks data written before the snapshot"
+    );
+    ensure!(
+        !new_exists,
+        "the restore holds a file written after the snapshot"
+    );
+    writable.context("writing into the restored volume")?;
+
+    delete(&mut c, &restored.volume_id).await?;
+    delete_snapshot(&mut c, &snap.snapshot_id).await?;
+    ensure!(
+        !gluster_volumes(&tb).await?.contains(snap_volume),
+        "{snap_volume} survived DeleteSnapshot"
+    );
+    Ok(())
+}
+
+async fn snapshot_list_and_delete(tb: Arc<Testbed>) -> Result<()> {
+    let mut c = controller(&tb).await?;
+    expect_code(
+        "ListSnapshots with an invalid token",
+        c.list_snapshots(ListSnapshotsRequest {
+            starting_token: "invalid-token".into(),
+            ..ListSnapshotsRequest::default()
+        })
+        .await,
+        Code::Aborted,
+    )?;
+    expect_code(
+        "DeleteSnapshot without an id",
+        c.delete_snapshot(DeleteSnapshotRequest::default()).await,
+        Code::InvalidArgument,
+    )?;
+    delete_snapshot(&mut c, "reallyfakesnapshotid")
+        .await
+        .context("DeleteSnapshot of an id that does not parse must succeed")?;
+
+    let before = list_snapshots(&mut c, ListSnapshotsRequest::default()).await?;
+    let a = create(&mut c, create_req("conformance-list-snap-a", GIB, 0)).await?;
+    let b = create(&mut c, create_req("conformance-list-snap-b", GIB, 0)).await?;
+    let mut of_a = Vec::new();
+    for i in 0..3 {
+        of_a.push(snapshot(&mut c, &format!("conformance-list-snap-a{i}"), &a.volume_id).await?);
+    }
+    let of_b = snapshot(&mut c, "conformance-list-snap-b0", &b.volume_id).await?;
+
+    let all = list_snapshots(&mut c, ListSnapshotsRequest::default()).await?;
+    ensure!(
+        all.len() == before.len() + 4,
+        "{} snapshots listed, {} before and 4 made",
+        all.len(),
+        before.len()
+    );
+    for s in of_a.iter().chain(std::iter::once(&of_b)) {
+        ensure!(
+            all.contains(s),
+            "{s:?} is not listed as CreateSnapshot answered it"
+        );
+    }
+    let paged = list_snapshots(
+        &mut c,
+        ListSnapshotsRequest {
+            max_entries: 1,
+            ..ListSnapshotsRequest::default()
+        },
+    )
+    .await?;
+    ensure!(paged == all, "pages of one differ from the single listing");
+
+    let by_id = list_snapshots(
+        &mut c,
+        ListSnapshotsRequest {
+            snapshot_id: of_b.snapshot_id.clone(),
+            ..ListSnapshotsRequest::default()
+        },
+    )
+    .await?;
+    ensure!(by_id == vec![of_b.clone()], "by snapshot id: {by_id:?}");
+    let by_source = list_snapshots(
+        &mut c,
+        ListSnapshotsRequest {
+            source_volume_id: a.volume_id.clone(),
+            max_entries: 2,
+            ..ListSnapshotsRequest::default()
+        },
+    )
+    .await?;
+    let mut want = snapshot_ids(&of_a);
+    let mut got = snapshot_ids(&by_source);
+    want.sort_unstable();
+    got.sort_unstable();
+    ensure!(
+        got == want,
+        "by source {}: {got:?}, expected {want:?}",
+        a.volume_id
+    );
+    let both = list_snapshots(
+        &mut c,
+        ListSnapshotsRequest {
+            snapshot_id: of_b.snapshot_id.clone(),
+            source_volume_id: a.volume_id.clone(),
+            ..ListSnapshotsRequest::default()
+        },
+    )
+    .await?;
+    ensure!(both.is_empty(), "snapshot of b listed as of a: {both:?}");
+    for (what, req) in [
+        (
+            "a snapshot id that does not exist",
+            ListSnapshotsRequest {
+                snapshot_id: "none-exist-id".into(),
+                ..ListSnapshotsRequest::default()
+            },
+        ),
+        (
+            "a source that does not exist",
+            ListSnapshotsRequest {
+                source_volume_id: FAKE_ID.into(),
+                ..ListSnapshotsRequest::default()
+            },
+        ),
+    ] {
+        let got = list_snapshots(&mut c, req).await?;
+        ensure!(got.is_empty(), "ListSnapshots of {what}: {got:?}");
+    }
+
+    for s in of_a.iter().chain(std::iter::once(&of_b)) {
+        delete_snapshot(&mut c, &s.snapshot_id).await?;
+        delete_snapshot(&mut c, &s.snapshot_id)
+            .await
+            .context("DeleteSnapshot of a deleted snapshot must succeed")?;
+    }
+    let after = list_snapshots(&mut c, ListSnapshotsRequest::default()).await?;
+    ensure!(
+        after == before,
+        "after the deletes: {after:?}, before: {before:?}"
+    );
+    for v in [&a, &b] {
+        delete(&mut c, &v.volume_id).await?;
+    }
     Ok(())
 }
