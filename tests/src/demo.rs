@@ -36,10 +36,12 @@ use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::volume_capability::access_mode::Mode;
 use csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume};
+use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType};
 use csi_proto::v1::{
     CapacityRange, ControllerExpandVolumeRequest, ControllerGetCapabilitiesRequest,
-    CreateVolumeRequest, DeleteVolumeRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
-    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, Volume, VolumeCapability,
+    CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
+    NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
+    NodeUnstageVolumeRequest, Volume, VolumeCapability, VolumeContentSource,
 };
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
@@ -806,6 +808,117 @@ async fn connect_node(endpoint: &str) -> Result<NodeClient<Channel>> {
 
 /// Runs the PVC-to-pod flow against `tb` (which must run heketi-server, the controller and the
 /// node plugin), reporting to `n`. Fails at the first check that does not hold.
+/// A VolumeSnapshot of the claim taken while pod A has written `content` into `file_a`; pod A
+/// changes the file and adds one after the snapshot; a claim restored from the snapshot holds
+/// the file as it was and not the later one. Both are deleted again.
+async fn snapshot_and_restore(
+    tb: &Testbed,
+    n: &mut Narration,
+    controller: &mut ControllerClient<Channel>,
+    prov: &Provisioning,
+    volume_handle: &str,
+    file_a: &Path,
+    content: &str,
+) -> Result<()> {
+    n.step("a VolumeSnapshot of the claim; external-snapshotter: CreateSnapshot");
+    let snapshot = controller
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: volume_handle.to_owned(),
+            name: format!("snapshot-{}", uuid::Uuid::new_v4()),
+            // The example VolumeSnapshotClass names the StorageClass's Secret.
+            secrets: prov.delete_secrets.clone(),
+            parameters: HashMap::new(),
+        })
+        .await
+        .context("CreateSnapshot")?
+        .into_inner()
+        .snapshot
+        .context("CreateSnapshot answered without a snapshot")?;
+    ensure!(
+        snapshot.ready_to_use && snapshot.source_volume_id == volume_handle,
+        "CreateSnapshot answered {snapshot:?}"
+    );
+    n.info(format!(
+        "snapshot_id {}, {} bytes, created at {} (Unix seconds), ready_to_use true",
+        snapshot.snapshot_id,
+        snapshot.size_bytes,
+        snapshot
+            .creation_time
+            .map(|t| t.seconds)
+            .unwrap_or_default()
+    ));
+    let after = file_a.with_file_name("after.txt");
+    {
+        let (f, a) = (file_a.to_path_buf(), after.clone());
+        blocking("pod A writes after the snapshot", move || {
+            std::fs::write(&f, b"changed after the snapshot\n")?;
+            std::fs::write(&a, b"written after the snapshot\n")
+        })
+        .await?;
+    }
+    n.info("pod A changes hello.txt and writes after.txt");
+
+    n.step("a claim with dataSource: the snapshot; external-provisioner: CreateVolume from it");
+    let mut req = prov.request.clone();
+    req.name = format!("pvc-{}", uuid::Uuid::new_v4());
+    req.capacity_range = Some(CapacityRange {
+        required_bytes: snapshot.size_bytes,
+        limit_bytes: 0,
+    });
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(SourceType::Snapshot(SnapshotSource {
+            snapshot_id: snapshot.snapshot_id.clone(),
+        })),
+    });
+    let restored = controller
+        .create_volume(req)
+        .await
+        .context("CreateVolume from the snapshot")?
+        .into_inner()
+        .volume
+        .context("CreateVolume answered without a volume")?;
+    let gluster_volume = restored
+        .volume_context
+        .get("glusterVolume")
+        .context("the restored volume has no glusterVolume")?;
+    let dir = tb.scratch_dir("demo-restored")?;
+    tb.mount_volume(gluster_volume, &dir).await?;
+    let (hello, later) = (dir.join("hello.txt"), dir.join("after.txt"));
+    let seen = blocking("reading the restored claim", move || {
+        Ok((std::fs::read_to_string(&hello), later.exists()))
+    })
+    .await;
+    tb.unmount(&dir).await?;
+    let (hello, later_exists) = seen?;
+    ensure!(
+        hello? == content && !later_exists,
+        "the restored claim does not hold the data as it was at the snapshot"
+    );
+    n.info(format!(
+        "restored volume_id {}: hello.txt as pod A first wrote it, no after.txt",
+        restored.volume_id
+    ));
+    n.proved(
+        "the restored claim holds the data of the moment of the snapshot, and not what came after",
+    );
+    controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: restored.volume_id.clone(),
+            secrets: prov.delete_secrets.clone(),
+        })
+        .await
+        .context("DeleteVolume of the restored claim")?;
+    controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            secrets: prov.delete_secrets.clone(),
+        })
+        .await
+        .context("DeleteSnapshot")?;
+    n.info("the restored claim and the snapshot are deleted");
+    Ok(())
+}
+
 pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> {
     let env = tb.env().clone();
     ensure!(
@@ -1284,6 +1397,18 @@ pub async fn pvc_to_pod(tb: &Testbed, n: &mut Narration) -> Result<FlowSummary> 
     );
     n.info(format!("df in pod B: {} total", gib(seen)));
     n.proved("online expansion: pod B sees the new size in df without a remount or a restart");
+
+    // 7b. Snapshot and restore.
+    snapshot_and_restore(
+        tb,
+        n,
+        &mut controller,
+        &prov,
+        &csi.volume_handle,
+        &file_a,
+        &content,
+    )
+    .await?;
 
     // 8. Pods stop.
     n.step("the pods stop; kubelet: NodeUnpublishVolume for each");

@@ -416,6 +416,8 @@ async fn capabilities_and_capacity(tb: Arc<Testbed>) -> Result<()> {
         rpc::Type::CreateDeleteVolume,
         rpc::Type::ExpandVolume,
         rpc::Type::CloneVolume,
+        rpc::Type::CreateDeleteSnapshot,
+        rpc::Type::ListSnapshots,
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::GetVolume,
