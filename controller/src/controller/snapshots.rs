@@ -175,6 +175,9 @@ impl Inner {
         };
         let summary = Summary::from_info(&info);
         target.state.index.insert(summary.clone());
+        if let Some(kept) = self.drop_if_second(&target, &prefix, &summary).await {
+            return Self::existing_snapshot(&target, &req, &source, &kept);
+        }
         tracing::info!(
             heketi_id = %info.id,
             heketi_name = %info.name,
@@ -212,6 +215,47 @@ impl Inner {
             source_volume_id: req.source_volume_id.clone(),
             ..snap
         })
+    }
+
+    /// A snapshot `made` just now is a second copy when an older snapshot of the same name
+    /// shows up: a call that this controller gave up on (it restarted while Heketi was still
+    /// copying) was finished by Heketi after all. The older one is kept (every caller settles
+    /// on the oldest) and `made` is deleted; returns the one kept. An older copy that Heketi
+    /// finishes only after `made` was returned stays behind as an unused Heketi volume named
+    /// like the snapshot (docs/install.md says how to find and delete it).
+    async fn drop_if_second(
+        &self,
+        target: &Target,
+        prefix: &str,
+        made: &Summary,
+    ) -> Option<Summary> {
+        let oldest = match self.find_snapshot(target, prefix).await {
+            Ok(Some(s)) if s.id != made.id => s,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check for an earlier copy of the snapshot");
+                return None;
+            }
+        };
+        tracing::warn!(
+            kept = %oldest.id,
+            deleted = %made.id,
+            "an earlier call made this snapshot after all; deleting the second copy"
+        );
+        let _permit = target.permit().await.ok()?;
+        match target
+            .heketi("volume_delete", target.client.volume_delete(&made.id))
+            .await
+        {
+            Ok(()) => target.state.index.remove(&made.id),
+            Err(e) if e.is_not_found() => target.state.index.remove(&made.id),
+            Err(e) => tracing::error!(
+                heketi_id = %made.id,
+                error = %e,
+                "cannot delete the second copy of the snapshot; delete it by hand"
+            ),
+        }
+        Some(oldest)
     }
 
     /// The oldest snapshot whose Heketi name starts with `prefix`, read fresh from Heketi.
