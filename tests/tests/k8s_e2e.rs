@@ -144,6 +144,7 @@ impl Suite {
         let cluster = Cluster::start(&dir).await?;
         self.timing("cluster up (up.sh)", t0);
         reset(&cluster, &dir).await?;
+        snapshot_addon(&cluster, &dir).await?;
 
         let t0 = Instant::now();
         let bin_dir = gluster_csi_testbed::bin_path("gluster-csi-node")?
@@ -339,6 +340,26 @@ async fn driver_registered(c: &Cluster) -> bool {
     node["spec"]["drivers"]
         .as_array()
         .is_some_and(|d| d.iter().any(|d| field(d, &["name"]) == DRIVER))
+}
+
+/// The VolumeSnapshot CRDs and snapshot-controller, the cluster add-on docs/install.md has an
+/// operator install before using snapshots (the test cluster carries it in `snapshot/`):
+/// `deploy/examples/snapshot` is made of those kinds, and the driver's csi-snapshotter serves
+/// them. Waits until the API server serves the kinds.
+async fn snapshot_addon(c: &Cluster, dir: &Path) -> Result<()> {
+    let addon = dir.join("snapshot");
+    c.kubectl(&["apply", "-k", &addon.display().to_string()])
+        .await
+        .with_context(|| format!("installing the snapshot add-on {}", addon.display()))?;
+    let crds = [
+        "volumesnapshotclasses",
+        "volumesnapshotcontents",
+        "volumesnapshots",
+    ]
+    .map(|r| format!("crd/{r}.snapshot.storage.k8s.io"));
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    args.extend(crds.iter().map(String::as_str));
+    c.kubectl(&args).await.map(drop)
 }
 
 /// Removes what an earlier, interrupted run left on the cluster. Claims of a Heketi that is
