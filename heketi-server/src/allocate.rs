@@ -149,6 +149,7 @@ mod tests {
                 gid: 0,
                 options: vec![],
                 snapshot: Default::default(),
+                read_only: false,
                 bricks: vec![Brick {
                     id: "b".into(),
                     device: dev.into(),

@@ -125,4 +125,24 @@ pub enum Error {
     /// A request the server cannot carry out.
     #[error("{0}")]
     Unsupported(String),
+    /// A clone's copy could not be checked against its source, or cleared for another try
+    /// (a walk of a FUSE mount failed or timed out).
+    #[error("{what}: {source}")]
+    Copy {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Every copy of a clone's source was rejected: the source changed while each was made.
+    #[error(
+        "the source volume {volume} kept changing during every copy ({attempts} attempts), so no \
+         consistent copy could be made; retry the clone when writes to the source pause"
+    )]
+    SourceKeptChanging {
+        /// Name of the source volume.
+        volume: String,
+        /// Copies tried.
+        attempts: u32,
+    },
 }

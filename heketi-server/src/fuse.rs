@@ -1,10 +1,28 @@
 //! Temporary FUSE mounts of volumes on this machine, used to copy a volume's data into its
-//! clone.
+//! clone, and the walks that check such a copy against its source and clear a rejected one.
 
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use walkdir::WalkDir;
 
 use crate::exec::{self, CommandError};
+
+/// How far before the start of a copy a change still rejects it.
+///
+/// The ctime a Gluster client reports was stamped by another machine's clock — with
+/// `features.ctime` (Gluster's default) the clock of the client that made the change, without
+/// it the clock of the brick's server — and is compared here with this server's clock. A
+/// change made just after the copy started, by a machine whose clock is `d` behind ours,
+/// carries a ctime `d` before the start; it is only caught if the margin is at least `d`.
+/// Pools synchronised by NTP or chrony differ by milliseconds; two seconds also cover a
+/// loosely synchronised pool and brick file systems with whole-second timestamps. Erring
+/// this way costs little: a change made in the two seconds before a copy starts rejects that
+/// copy needlessly, and the next attempt begins later. Erring the other way would accept an
+/// inconsistent copy silently. Clocks further apart than this are not covered.
+pub const CTIME_SKEW_MARGIN: Duration = Duration::from_secs(2);
 
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,10 +101,313 @@ pub async fn copy_tree(src: &Path, dst: &Path, timeout: Duration) -> Result<(), 
     exec::run(&argv, "cp -a", timeout).await.map(drop)
 }
 
+/// At start: unmounts and removes the temporary mounts a previous run left under `base` (a
+/// copy cut short by a crash leaves its FUSE clients running) and their log files. Returns
+/// the mount points that were still mounted.
+pub async fn unmount_leftovers(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let base_dev = std::fs::metadata(base).map(|m| m.dev()).ok();
+    let mut unmounted = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        // A mount point has another device than its parent; a dead FUSE mount fails the
+        // `stat` (or hangs it, hence the bound).
+        let p = path.clone();
+        let dev = blocking(MOUNT_TIMEOUT, move || {
+            std::fs::metadata(&p).map(|m| m.dev())
+        })
+        .await;
+        if dev.is_ok() && dev.ok() == base_dev {
+            let _ = std::fs::remove_dir(&path);
+            continue;
+        }
+        match unmount(&path).await {
+            Ok(()) => unmounted.push(path),
+            Err(e) => {
+                tracing::warn!(mount = %path.display(), error = %e, "cannot unmount a leftover clone mount")
+            }
+        }
+    }
+    unmounted
+}
+
+/// When the status of the file `meta` describes last changed (its ctime).
+pub fn ctime_of(meta: &std::fs::Metadata) -> SystemTime {
+    let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0);
+    match u64::try_from(meta.ctime()) {
+        Ok(secs) => UNIX_EPOCH + Duration::new(secs, nanos),
+        // Before 1970: older than any copy.
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+/// The first entry under `root` (`root` itself included; symbolic links are not followed,
+/// their own status counts) whose status changed at or after `since`, as a path relative to
+/// `root` (`.` for `root`). An entry that disappears during the walk counts as changed.
+/// Blocking: run it through [`source_changed_since`] on a mount.
+pub fn changed_since(root: &Path, since: SystemTime) -> io::Result<Option<PathBuf>> {
+    let relative = |p: &Path| match p.strip_prefix(root) {
+        Ok(r) if r.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(r) => r.to_path_buf(),
+        Err(_) => p.to_path_buf(),
+    };
+    for entry in WalkDir::new(root).follow_links(false) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
+                return Ok(Some(relative(e.path().unwrap_or(root))));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // `DirEntry::metadata` is an lstat here (links are not followed).
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
+                return Ok(Some(relative(entry.path())));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if ctime_of(&meta) >= since {
+            return Ok(Some(relative(entry.path())));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes everything under `root` but `root` itself (symbolic links are removed, never
+/// followed). Blocking: run it through [`clear`] on a mount.
+pub fn empty_dir(root: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking file-system work on a FUSE mount off the async threads, bounded by
+/// `timeout`: a dead mount can hang a `stat` (the thread is then left behind).
+async fn blocking<T: Send + 'static>(
+    timeout: Duration,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(io::Error::other(join)),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {} s", timeout.as_secs()),
+        )),
+    }
+}
+
+/// [`changed_since`] on the mount `root`, off the async threads and under `timeout`.
+pub async fn source_changed_since(
+    root: &Path,
+    since: SystemTime,
+    timeout: Duration,
+) -> io::Result<Option<PathBuf>> {
+    let root = root.to_path_buf();
+    blocking(timeout, move || changed_since(&root, since)).await
+}
+
+/// [`empty_dir`] on the mount `root`, off the async threads and under `timeout`.
+pub async fn clear(root: &Path, timeout: Duration) -> io::Result<()> {
+    let root = root.to_path_buf();
+    blocking(timeout, move || empty_dir(&root)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Longer than the coarse clock file systems stamp times with (one jiffy, at most 10 ms).
+    const TICK: Duration = Duration::from_millis(50);
+
+    /// A tree with a nested file, a file at the top, a subdirectory and a symbolic link to a
+    /// file outside the tree. Returns (tree, outside directory).
+    fn tree() -> (tempfile::TempDir, tempfile::TempDir) {
+        let t = tempfile::tempdir().expect("tree");
+        let out = tempfile::tempdir().expect("outside");
+        let r = t.path();
+        std::fs::create_dir_all(r.join("a/b")).expect("mkdir");
+        std::fs::write(r.join("a/b/f"), b"one").expect("write");
+        std::fs::write(r.join("top"), b"top").expect("write");
+        std::fs::create_dir(r.join("empty")).expect("mkdir");
+        std::fs::write(out.path().join("target"), b"t").expect("write");
+        std::os::unix::fs::symlink(out.path().join("target"), r.join("link")).expect("symlink");
+        (t, out)
+    }
+
+    fn append(p: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .expect("open");
+        f.write_all(b"more").expect("append");
+    }
+
+    #[test]
+    fn changes_after_the_start_are_found() {
+        type Change = fn(&Path, &Path);
+        // (what happens after the start, where the change is found: None for nowhere, else
+        // the entries it may be reported at)
+        let cases: [(&str, Change, Option<&[&str]>); 8] = [
+            ("nothing", |_, _| {}, None),
+            (
+                "a nested file is appended to",
+                |r, _| append(&r.join("a/b/f")),
+                Some(&["a/b/f"]),
+            ),
+            (
+                "a file is created in a subdirectory",
+                |r, _| {
+                    std::fs::write(r.join("a/b/new"), b"n").expect("write");
+                },
+                Some(&["a/b", "a/b/new"]),
+            ),
+            (
+                "a file's mode changes",
+                |r, _| {
+                    std::fs::set_permissions(r.join("top"), std::fs::Permissions::from_mode(0o600))
+                        .expect("chmod");
+                },
+                Some(&["top"]),
+            ),
+            (
+                "a file is removed",
+                |r, _| std::fs::remove_file(r.join("top")).expect("rm"),
+                Some(&["."]),
+            ),
+            (
+                "a file is renamed",
+                |r, _| {
+                    std::fs::rename(r.join("a/b/f"), r.join("empty/f")).expect("mv");
+                },
+                Some(&["a/b", "empty", "empty/f"]),
+            ),
+            (
+                "the link is replaced",
+                |r, _| {
+                    std::fs::remove_file(r.join("link")).expect("rm");
+                    std::os::unix::fs::symlink("top", r.join("link")).expect("symlink");
+                },
+                Some(&[".", "link"]),
+            ),
+            // Links are not followed: the file a link points to is not part of the tree.
+            (
+                "the target of a link outside the tree changes",
+                |_, out| {
+                    append(&out.join("target"));
+                },
+                None,
+            ),
+        ];
+        for (what, change, found_at) in cases {
+            let (t, out) = tree();
+            std::thread::sleep(TICK);
+            let start = SystemTime::now();
+            std::thread::sleep(TICK);
+            change(t.path(), out.path());
+            let found = changed_since(t.path(), start).expect("walk");
+            match (found_at, &found) {
+                (None, None) => {}
+                (Some(places), Some(p)) => assert!(
+                    places.iter().any(|w| p == Path::new(w)),
+                    "{what}: found at {p:?}, wanted one of {places:?}"
+                ),
+                _ => panic!("{what}: found {found:?}, wanted {found_at:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_is_inclusive_and_the_margin_reaches_back() {
+        let (t, _out) = tree();
+        let newest = WalkDir::new(t.path())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| ctime_of(&m))
+            .max()
+            .expect("entries");
+        // A change stamped exactly at the bound counts; one a nanosecond before does not.
+        assert!(changed_since(t.path(), newest).expect("walk").is_some());
+        let after = newest + Duration::from_nanos(1);
+        assert_eq!(changed_since(t.path(), after).expect("walk"), None);
+        // A tree written just now is seen as changing by a copy starting now, through the
+        // margin.
+        let start = SystemTime::now();
+        assert!(
+            changed_since(t.path(), start - CTIME_SKEW_MARGIN)
+                .expect("walk")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_vanished_root_counts_as_changed() {
+        let t = tempfile::tempdir().expect("tree");
+        let gone = t.path().join("gone");
+        assert_eq!(
+            changed_since(&gone, SystemTime::now()).expect("walk"),
+            Some(PathBuf::from("."))
+        );
+    }
+
+    #[test]
+    fn emptying_keeps_the_root_and_nothing_else() {
+        let (t, out) = tree();
+        let r = t.path();
+        std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o2770)).expect("chmod");
+        empty_dir(r).expect("empty");
+        assert_eq!(std::fs::read_dir(r).expect("list").count(), 0);
+        assert_eq!(
+            std::fs::metadata(r).expect("stat").mode() & 0o7777,
+            0o2770,
+            "the root itself is kept as it is"
+        );
+        // The link was removed, not followed.
+        assert!(out.path().join("target").exists());
+    }
+
+    #[tokio::test]
+    async fn leftovers_that_are_not_mounted_are_just_removed() {
+        let base = tempfile::tempdir().expect("base");
+        let b = base.path();
+        std::fs::create_dir(b.join("x-src")).expect("mkdir");
+        std::fs::create_dir(b.join("x-check")).expect("mkdir");
+        std::fs::write(b.join("x-src.log"), b"log").expect("write");
+        assert!(unmount_leftovers(b).await.is_empty());
+        assert_eq!(std::fs::read_dir(b).expect("list").count(), 0);
+        // No directory at all (a server that never cloned).
+        assert!(unmount_leftovers(&b.join("absent")).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_mount_walks_run_off_the_async_threads() {
+        let (t, _out) = tree();
+        let found = source_changed_since(t.path(), UNIX_EPOCH, Duration::from_secs(30))
+            .await
+            .expect("walk");
+        assert_eq!(found, Some(PathBuf::from(".")));
+        clear(t.path(), Duration::from_secs(30))
+            .await
+            .expect("clear");
+        assert_eq!(std::fs::read_dir(t.path()).expect("list").count(), 0);
+    }
 
     #[tokio::test]
     async fn copy_keeps_modes_groups_and_links() {

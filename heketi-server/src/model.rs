@@ -222,6 +222,12 @@ pub struct Volume {
     /// Snapshot settings as requested (recorded only).
     #[serde(default)]
     pub snapshot: SnapshotSettings,
+    /// Made read-only (`features.read-only on`) as the last step of its create: a clone asked
+    /// for with the `read_only` extension. Kept apart from `options`, which clones inherit,
+    /// so that a clone of this volume is writable. Never part of a reply (Heketi has no such
+    /// key).
+    #[serde(default)]
+    pub read_only: bool,
     /// Bricks in Gluster order (replica sets are consecutive).
     pub bricks: Vec<Brick>,
     /// Life-cycle stage.
@@ -474,6 +480,7 @@ mod tests {
             gid: 0,
             options: vec![],
             snapshot: Default::default(),
+            read_only: false,
             bricks: bricks
                 .iter()
                 .enumerate()
@@ -569,6 +576,25 @@ mod tests {
         let v = vol(&[("h", "a")]);
         assert_eq!(v.bricks[0].dir(), "/d/a/brick_b0");
         assert_eq!(v.bricks[0].spec(), "h:/d/a/brick_b0/brick");
+    }
+
+    #[test]
+    fn read_only_is_recorded_but_never_replied() {
+        let mut v = vol(&[("h", "a")]);
+        v.read_only = true;
+        let saved = serde_json::to_string(&v).unwrap_or_default();
+        let back: Result<Volume, _> = serde_json::from_str(&saved);
+        assert!(back.is_ok_and(|b| b.read_only), "{saved}");
+        let reply = serde_json::to_value(volume_info(&v)).unwrap_or_default();
+        assert!(reply.get("read_only").is_none(), "{reply}");
+        assert!(reply.get("name").is_some(), "{reply}");
+        // A state file written before the field existed loads as writable.
+        let mut old = serde_json::to_value(vol(&[("h", "a")])).unwrap_or_default();
+        if let Some(o) = old.as_object_mut() {
+            o.remove("read_only");
+        }
+        let loaded: Result<Volume, _> = serde_json::from_value(old);
+        assert!(loaded.is_ok_and(|l| !l.read_only));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! Every operation is recorded in the state file before its first Gluster step, so the
 //! state always knows of every volume this server may have made. On start:
 //! - a volume still `Creating` (or a clone) is rolled back: its Gluster volume, if Gluster has
-//!   one with this record's bricks, is stopped and deleted and its brick directories removed;
+//!   one with this record's bricks, is stopped and deleted and its brick directories removed
+//!   (so a clone asked for `read_only` is never left without `features.read-only`);
 //! - a volume `Deleting` is deleted for good;
 //! - a volume `Expanding` gets its new quota limit and size;
-//! - a node or device still being added is forgotten, one being removed is kept.
+//! - a node or device still being added is forgotten, one being removed is kept;
+//! - the FUSE mounts of a clone's copy left behind are unmounted.
 //!
 //! Afterwards the volumes the API lists are exactly the recorded volumes Gluster has.
 
@@ -81,6 +83,9 @@ pub async fn reconcile(app: &App) -> Result<usize, Error> {
             Ok::<_, StoreError>(())
         })
         .await?;
+    for m in crate::fuse::unmount_leftovers(&app.state_dir.join("mnt")).await {
+        tracing::info!(mount = %m.display(), "unmounted a clone mount left by the previous run");
+    }
     reconcile_volumes(app).await
 }
 
@@ -247,6 +252,7 @@ mod tests {
             gid: 0,
             options: vec![],
             snapshot: Default::default(),
+            read_only: false,
             bricks: vec![],
             status,
         }
@@ -306,6 +312,35 @@ mod tests {
             .map(|v| v.id.as_str())
             .collect();
         assert_eq!(visible, ["a", "e"]);
+    }
+
+    #[test]
+    fn a_read_only_clone_cut_at_any_step_is_rolled_back() {
+        // Until it is recorded online a read-only clone may lack `features.read-only`; it is
+        // never kept like that: at every step, a restart rolls it back.
+        for step in [
+            "allocated",
+            crate::volumes::STEP_BRICKS_MADE,
+            "started",
+            "data copied",
+            "quota set",
+            "options set",
+            crate::volumes::STEP_READ_ONLY,
+        ] {
+            let mut v = vol(
+                "ro",
+                VolumeStatus::Creating {
+                    clone_of: Some("src".into()),
+                    step: step.into(),
+                },
+            );
+            v.read_only = true;
+            assert!(!v.visible(), "{step}");
+            let mut s = State::new();
+            s.volumes.insert(v.id.clone(), v);
+            let p: Vec<Action> = plan(&s).into_iter().map(|(_, a)| a).collect();
+            assert_eq!(p, [Action::RollBack], "{step}");
+        }
     }
 
     #[test]

@@ -596,17 +596,33 @@ pub struct CloneBody {
     /// Name of the clone.
     #[serde(default)]
     pub name: String,
+    /// An extension (`heketi_client::types::VolumeCloneRequest::read_only`): make the clone
+    /// read-only in Gluster once its data is in place. Heketi has no such field.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A validated clone request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloneSpec {
+    /// Name of the clone, when one was asked for.
+    pub name: Option<String>,
+    /// Whether the clone ends read-only.
+    pub read_only: bool,
 }
 
 impl CloneBody {
     /// Heketi's checks.
-    pub fn validate(&self) -> Result<Option<String>, ApiError> {
+    pub fn validate(&self) -> Result<CloneSpec, ApiError> {
         let mut errs = FieldErrors::default();
         if !self.name.is_empty() && !is_volume_name(&self.name) {
             errs.add("name", FORMAT);
         }
         errs.into_result()?;
-        Ok((!self.name.is_empty()).then(|| self.name.clone()))
+        Ok(CloneSpec {
+            name: (!self.name.is_empty()).then(|| self.name.clone()),
+            read_only: self.read_only,
+        })
     }
 }
 
@@ -829,8 +845,28 @@ mod tests {
             Err("validation failed: expand_size: cannot be blank.".into())
         );
         let cl = |j: &str| parse_body::<CloneBody>(j.as_bytes()).and_then(|b| b.validate());
-        assert_eq!(cl("{}"), Ok(None));
+        assert_eq!(cl("{}"), Ok(CloneSpec::default()));
         assert!(cl(r#"{"name":"bad name"}"#).is_err());
+        assert_eq!(
+            cl(r#"{"name":"c1","read_only":true}"#),
+            Ok(CloneSpec {
+                name: Some("c1".into()),
+                read_only: true
+            })
+        );
+        assert_eq!(cl(r#"{"read_only":false}"#), Ok(CloneSpec::default()));
+        // What heketi-client sends: the field only when true.
+        let sent = serde_json::to_string(&heketi_client::types::VolumeCloneRequest {
+            name: "c2".into(),
+            read_only: true,
+        })
+        .unwrap_or_default();
+        assert_eq!(cl(&sent).map(|c| c.read_only), Ok(true));
+        // Not a boolean: unparsable, as any mistyped field.
+        assert_eq!(
+            cl(r#"{"read_only":"yes"}"#).map_err(|e| e.status),
+            Err(StatusCode::UNPROCESSABLE_ENTITY)
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! their own). A clone is a new volume with the same size, durability, group and options onto
 //! which the source's data is copied through FUSE mounts on this machine (`cp -a`, keeping
 //! ownership, modes, times and links): Gluster snapshots need thin-provisioned LVM bricks,
-//! which directory bricks are not.
+//! which directory bricks are not. A copy counts only if no entry of the source changed while
+//! it was made (see `App::copy_data`); a clone asked for `read_only` is made read-only last.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use heketi_client::types::{VolumeInfoResponse, VolumeListResponse};
 
@@ -59,8 +61,15 @@ pub const HEKETI_DB_VOLUME: &str = "heketidbstorage";
 /// Heketi's limit of volumes per cluster.
 pub const MAX_VOLUMES_PER_CLUSTER: usize = 1000;
 
-/// Longest a clone's copy may take.
+/// Longest a clone's copy may take; also the bound on each walk of a mount that checks a copy
+/// or clears a rejected one.
 const COPY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Copies of a clone's source tried before the clone fails because the source kept changing.
+pub const COPY_ATTEMPTS: u32 = 3;
+
+/// Step recorded once a clone asked for `read_only` has `features.read-only` on: its last.
+pub const STEP_READ_ONLY: &str = "read-only set";
 
 /// Where the bricks of a new volume go, and the volume record.
 fn allocate_volume(s: &State, candidates: &[String], vol: &mut Volume) -> Result<(), String> {
@@ -185,6 +194,7 @@ impl App {
             gid: spec.gid,
             options: spec.options.clone(),
             snapshot: spec.snapshot,
+            read_only: false,
             bricks: Vec::new(),
             status: VolumeStatus::Creating {
                 clone_of: None,
@@ -247,7 +257,7 @@ impl App {
         src_id: &str,
         body: CloneBody,
     ) -> Result<Accepted, ApiError> {
-        let name = body.validate()?;
+        let spec = body.validate()?;
         let src = self
             .store
             .read(|s| s.volumes.get(src_id).filter(|v| v.visible()).cloned())
@@ -257,7 +267,7 @@ impl App {
         let id = new_id();
         let active = self.mark_active(&id);
         let mut vol = Volume {
-            name: name.unwrap_or_else(|| format!("vol_{id}")),
+            name: spec.name.unwrap_or_else(|| format!("vol_{id}")),
             id,
             cluster: src.cluster.clone(),
             size_gib: src.size_gib,
@@ -265,6 +275,8 @@ impl App {
             gid: src.gid,
             options: src.options.clone(),
             snapshot: src.snapshot,
+            // Not the source's: a clone of a read-only volume is writable unless asked.
+            read_only: spec.read_only,
             bricks: Vec::new(),
             status: VolumeStatus::Creating {
                 clone_of: Some(src.id.clone()),
@@ -282,7 +294,7 @@ impl App {
                 Ok(())
             })
             .await?;
-        tracing::info!(volume = %vol.id, source = %src.id, "cloning volume");
+        tracing::info!(volume = %vol.id, name = %vol.name, source = %src.id, read_only = vol.read_only, "cloning volume");
         let app = Arc::clone(self);
         Ok(self.spawn(Some(slot), async move {
             let _active = active;
@@ -505,6 +517,16 @@ impl App {
                 .await?;
         }
         self.step(id, "options set").await?;
+
+        // Last, after the data and every option (a `features.read-only off` among the
+        // inherited options must not win). A restart before the volume is recorded online
+        // rolls the whole create back, as at any other step (src/reconcile.rs).
+        if vol.read_only {
+            self.gluster
+                .volume_set(&vol.name, "features.read-only", "on")
+                .await?;
+            self.step(id, STEP_READ_ONLY).await?;
+        }
         Ok(())
     }
 
@@ -520,29 +542,117 @@ impl App {
             .await
     }
 
-    /// Copies the data of `src` into `dst` through two temporary FUSE mounts.
+    /// Copies the data of `src` into `dst` through two temporary FUSE mounts, as it was at one
+    /// moment.
+    ///
+    /// Writers may change the source during the copy (nothing stops them), so a copy is
+    /// verified: the time is noted before it starts, and afterwards every entry of the source
+    /// is looked at (lstat). If any changed at or after that time (less
+    /// [`fuse::CTIME_SKEW_MARGIN`] for clocks), the copy is rejected, the destination emptied,
+    /// and the copy made again, [`COPY_ATTEMPTS`] times in all; then the clone fails (and is
+    /// rolled back like any failed create). An accepted copy saw no change from its start to
+    /// the end of the check, so it is the source as it was when the copy started.
     async fn copy_data(&self, src: &Volume, dst: &Volume) -> Result<(), Error> {
         let base = self.state_dir.join("mnt");
         let src_dir = base.join(format!("{}-src", dst.id));
         let dst_dir = base.join(format!("{}-dst", dst.id));
-        let log = |d: &std::path::Path| d.with_extension("log");
         let src_hosts = crate::model::mount_info(src).glusterfs.hosts;
         let dst_hosts = crate::model::mount_info(dst).glusterfs.hosts;
-        fuse::mount(&src_hosts, &src.name, &src_dir, &log(&src_dir)).await?;
+        fuse::mount(&src_hosts, &src.name, &src_dir, &log_of(&src_dir)).await?;
         let result = async {
-            fuse::mount(&dst_hosts, &dst.name, &dst_dir, &log(&dst_dir)).await?;
-            let copied = fuse::copy_tree(&src_dir, &dst_dir, COPY_TIMEOUT).await;
+            fuse::mount(&dst_hosts, &dst.name, &dst_dir, &log_of(&dst_dir)).await?;
+            let copied = self.copy_verified(src, dst, &src_dir, &dst_dir).await;
             let unmounted = fuse::unmount(&dst_dir).await;
             copied?;
-            unmounted
+            unmounted.map_err(Error::from)
         }
         .await;
         let unmounted = fuse::unmount(&src_dir).await;
         result?;
         unmounted?;
-        let _ = std::fs::remove_file(log(&src_dir));
-        let _ = std::fs::remove_file(log(&dst_dir));
+        let _ = std::fs::remove_file(log_of(&src_dir));
+        let _ = std::fs::remove_file(log_of(&dst_dir));
         Ok(())
+    }
+
+    /// The attempts of [`Self::copy_data`], between its mounts.
+    async fn copy_verified(
+        &self,
+        src: &Volume,
+        dst: &Volume,
+        src_dir: &Path,
+        dst_dir: &Path,
+    ) -> Result<(), Error> {
+        for attempt in 1..=COPY_ATTEMPTS {
+            let started = SystemTime::now();
+            let clock = std::time::Instant::now();
+            let copied = fuse::copy_tree(src_dir, dst_dir, COPY_TIMEOUT).await;
+            let copy_secs = clock.elapsed().as_secs_f64();
+            // Checked even when `cp` failed: a file removed under it makes it fail, and that
+            // is a change like any other.
+            let since = started
+                .checked_sub(fuse::CTIME_SKEW_MARGIN)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let changed = self.source_changed(src, dst, since).await?;
+            let check_secs = clock.elapsed().as_secs_f64() - copy_secs;
+            let Some(changed) = changed else {
+                if copied.is_ok() {
+                    tracing::info!(
+                        volume = %dst.id,
+                        source = %src.id,
+                        attempt,
+                        copy_secs,
+                        check_secs,
+                        "copy accepted: the source did not change during it"
+                    );
+                }
+                return copied.map_err(Error::from);
+            };
+            tracing::warn!(
+                volume = %dst.id,
+                source = %src.id,
+                attempt,
+                of = COPY_ATTEMPTS,
+                changed = %changed.display(),
+                copy_error = copied.as_ref().err().map(tracing::field::display),
+                "the source changed during the copy; copy rejected"
+            );
+            fuse::clear(dst_dir, COPY_TIMEOUT)
+                .await
+                .map_err(|source| Error::Copy {
+                    what: format!("cannot empty the clone {} after a rejected copy", dst.name),
+                    source,
+                })?;
+        }
+        Err(Error::SourceKeptChanging {
+            volume: src.name.clone(),
+            attempts: COPY_ATTEMPTS,
+        })
+    }
+
+    /// The first entry of `src` that changed at or after `since`, seen through a mount of its
+    /// own made for this check: the copy's mount may answer a `stat` from its caches (the
+    /// kernel's FUSE attributes and Gluster's md-cache, each 1 s by default and up to minutes
+    /// as an operator sets them), which could hide a change made just after `cp` read an
+    /// entry. A fresh mount has nothing cached.
+    async fn source_changed(
+        &self,
+        src: &Volume,
+        dst: &Volume,
+        since: SystemTime,
+    ) -> Result<Option<PathBuf>, Error> {
+        let dir = self.state_dir.join("mnt").join(format!("{}-check", dst.id));
+        let hosts = crate::model::mount_info(src).glusterfs.hosts;
+        fuse::mount(&hosts, &src.name, &dir, &log_of(&dir)).await?;
+        let found = fuse::source_changed_since(&dir, since, COPY_TIMEOUT).await;
+        let unmounted = fuse::unmount(&dir).await;
+        let found = found.map_err(|source| Error::Copy {
+            what: format!("cannot check the copy against the source {}", src.name),
+            source,
+        })?;
+        unmounted?;
+        let _ = std::fs::remove_file(log_of(&dir));
+        Ok(found)
     }
 
     /// Stops and deletes the Gluster volume of `vol` (if Gluster has it) and removes its brick
@@ -704,6 +814,11 @@ impl App {
         self.step(id, "quota raised").await?;
         Ok(())
     }
+}
+
+/// The log file of the FUSE client mounted at `dir`.
+fn log_of(dir: &Path) -> PathBuf {
+    dir.with_extension("log")
 }
 
 fn busy(id: &str) -> ApiError {
