@@ -36,6 +36,9 @@ const DRIVER: &str = "gluster.heketi.csi";
 const NODE_PODS: &str = "app.kubernetes.io/name=gluster-csi-node";
 const CONTROLLER_PODS: &str = "app.kubernetes.io/name=gluster-csi-controller";
 
+/// The VolumeSnapshotClass of the snapshot trial.
+const SNAPSHOT_CLASS: &str = "gcsi-e2e";
+
 const SHORT: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(240);
 const POLL: Duration = Duration::from_millis(500);
@@ -94,6 +97,10 @@ fn main() {
             t(
                 "controller_pod_killed_during_create_claim_binds_once_no_orphan",
                 |s| Box::pin(controller_killed_during_create(s)),
+            ),
+            t(
+                "snapshot_ready_restores_hold_its_data_and_outlive_the_deleted_source",
+                |s| Box::pin(snapshot_and_restore(s)),
             ),
             t(
                 "heketi_server_image_answers_hello_and_runs_the_gluster_cli",
@@ -1473,6 +1480,210 @@ async fn controller_killed_during_create(s: Arc<Suite>) -> Result<()> {
     Ok(())
 }
 
+/// What docs/install.md, "Snapshots and restore", promises, through the real csi-snapshotter,
+/// snapshot-controller and csi-provisioner: a VolumeSnapshot becomes ready with the source's
+/// size and a snapshot id of the driver; the snapshot is a Heketi volume of its own named after
+/// its source; a claim restored from it (larger than the snapshot) holds the data of the
+/// snapshot's moment, not later writes, and is writable; the source claim and volume can be
+/// deleted and the snapshot still restores; deleting the VolumeSnapshot deletes its volume.
+async fn snapshot_and_restore(s: Arc<Suite>) -> Result<()> {
+    let c = s.driver().await?;
+    let heketi = s.tb.heketi_client()?;
+    // deploy/examples/snapshot's class, with the suite's Secret.
+    let class = format!(
+        r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata:
+  name: {SNAPSHOT_CLASS}
+driver: {DRIVER}
+deletionPolicy: Delete
+parameters:
+  csi.storage.k8s.io/snapshotter-secret-name: heketi-e2e
+  csi.storage.k8s.io/snapshotter-secret-namespace: {DRIVER_NS}
+"#
+    );
+    c.apply_yaml(s.tb.state_dir(), "snapshot-class", &class)
+        .await?;
+
+    // The source: a marker written, then nothing (a copy is verified against changes).
+    create_claim(&c, &s, "snap-src", "gcsi-e2e", "1Gi").await?;
+    let source_pv = wait_bound(&c, "snap-src").await?;
+    let source_id = field(
+        &source_pv,
+        &["spec", "csi", "volumeAttributes", "heketiVolumeId"],
+    )
+    .to_owned();
+    ensure!(
+        !source_id.is_empty(),
+        "PV without heketiVolumeId: {source_pv}"
+    );
+    c.apply_yaml(
+        s.tb.state_dir(),
+        "snap-src-pod",
+        &idle_pod("snap-src-pod", "snap-src"),
+    )
+    .await?;
+    wait_pod_ready(&c, "snap-src-pod").await?;
+    exec(
+        &c,
+        "snap-src-pod",
+        &["sh", "-c", "echo before > /data/marker; sync"],
+    )
+    .await?;
+    // heketi-server rejects a copy when an entry of the source changed from 2 s before the
+    // copy began (and tries again): leave the marker that long, so that the first attempt is
+    // the one that counts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let t0 = Instant::now();
+    c.apply_yaml(
+        s.tb.state_dir(),
+        "snap-1",
+        &volume_snapshot("snap-1", "snap-src"),
+    )
+    .await?;
+    let snap = wait_for("VolumeSnapshot snap-1 readyToUse", LONG, POLL, || async {
+        let v = c
+            .json(&["-n", NS, "get", "volumesnapshot", "snap-1"])
+            .await?;
+        ensure!(
+            v["status"]["readyToUse"] == Value::Bool(true),
+            "status {}",
+            v["status"]
+        );
+        Ok(v)
+    })
+    .await
+    .with_context(|| events_of(&c, "snap-1"))?;
+    s.timing("VolumeSnapshot created to readyToUse (1 GiB)", t0);
+    let size = field(&snap, &["status", "restoreSize"]);
+    ensure!(size == "1Gi", "restoreSize {size:?}, not the source's 1Gi");
+    let content_name = field(&snap, &["status", "boundVolumeSnapshotContentName"]).to_owned();
+    let content = c
+        .json(&["get", "volumesnapshotcontent", &content_name])
+        .await?;
+    let handle = field(&content, &["status", "snapshotHandle"]).to_owned();
+    let snap_id = handle
+        .strip_prefix("s1:")
+        .and_then(|rest| rest.split(':').next())
+        .with_context(|| format!("snapshot handle {handle:?} is not s1:<heketi id>:…"))?
+        .to_owned();
+    let info = heketi.volume_info(&snap_id).await?;
+    ensure!(
+        info.name.starts_with("snap_") && info.name.contains(&format!("_{source_id}_")),
+        "the snapshot's Heketi volume {} is not named snap_<hash>_{source_id}_<time>",
+        info.name
+    );
+
+    // Written after the snapshot: not in it.
+    exec(
+        &c,
+        "snap-src-pod",
+        &["sh", "-c", "echo after > /data/marker; sync"],
+    )
+    .await?;
+
+    // A larger claim from the snapshot: the copy, expanded.
+    let t0 = Instant::now();
+    restore(&c, &s, "snap-restored", "snap-1", "2Gi").await?;
+    s.timing(
+        "claim from the snapshot created to Bound (1 GiB grown to 2 GiB)",
+        t0,
+    );
+    let marker = exec(&c, "snap-restored-pod", &["cat", "/data/marker"]).await?;
+    ensure!(
+        marker.trim() == "before",
+        "the restored volume holds {marker:?}, not the snapshot's \"before\""
+    );
+    exec(
+        &c,
+        "snap-restored-pod",
+        &["sh", "-c", "echo mine > /data/restored; sync"],
+    )
+    .await
+    .context("the restored volume is not writable")?;
+    let kib = df_kib(&c, "snap-restored-pod").await?;
+    ensure!(
+        kib > 1536 * 1024,
+        "the restored volume shows {kib} KiB, not the claim's 2 GiB"
+    );
+
+    // The source goes; its snapshot stays and restores.
+    c.kubectl(&["-n", NS, "delete", "pod", "snap-src-pod", "--wait=true"])
+        .await?;
+    c.kubectl(&["-n", NS, "delete", "pvc", "snap-src", "--wait=true"])
+        .await?;
+    let pv_name = field(&source_pv, &["metadata", "name"]).to_owned();
+    wait_for("the source's PV is deleted", LONG, POLL, || async {
+        let out = c
+            .kubectl(&["get", "pv", &pv_name, "--ignore-not-found"])
+            .await?;
+        ensure!(out.trim().is_empty(), "PV {pv_name} is still there");
+        Ok(())
+    })
+    .await?;
+    match heketi.volume_info(&source_id).await {
+        Err(e) if e.is_not_found() => {}
+        other => bail!(
+            "the source volume {source_id} is still in Heketi: {:?}",
+            other.map(|i| i.name)
+        ),
+    }
+    heketi
+        .volume_info(&snap_id)
+        .await
+        .context("the snapshot's volume went with its source")?;
+    restore(&c, &s, "snap-restored-2", "snap-1", "1Gi").await?;
+    let marker = exec(&c, "snap-restored-2-pod", &["cat", "/data/marker"]).await?;
+    ensure!(
+        marker.trim() == "before",
+        "restored after the source was deleted: {marker:?}, not \"before\""
+    );
+
+    // Deleting the VolumeSnapshot deletes its volume; the restored claims stay.
+    c.kubectl(&[
+        "-n",
+        NS,
+        "delete",
+        "volumesnapshot",
+        "snap-1",
+        "--wait=true",
+    ])
+    .await?;
+    wait_for(
+        "the snapshot's content and volume are deleted",
+        LONG,
+        POLL,
+        || async {
+            let out = c
+                .kubectl(&[
+                    "get",
+                    "volumesnapshotcontent",
+                    &content_name,
+                    "--ignore-not-found",
+                ])
+                .await?;
+            ensure!(out.trim().is_empty(), "{content_name} is still there");
+            match heketi.volume_info(&snap_id).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => bail!(
+                    "the snapshot's volume is still in Heketi: {:?}",
+                    other.map(|i| i.name)
+                ),
+            }
+        },
+    )
+    .await?;
+    let marker = exec(&c, "snap-restored-pod", &["cat", "/data/restored"]).await?;
+    ensure!(
+        marker.trim() == "mine",
+        "the restored volume lost its data: {marker:?}"
+    );
+    c.kubectl(&["delete", "volumesnapshotclass", SNAPSHOT_CLASS])
+        .await
+        .map(drop)
+}
+
 /// The heketi-server image runs as a pod and serves the Heketi API (`/hello`); the gluster CLI
 /// it drives the pool with runs inside it.
 async fn heketi_server_image(s: Arc<Suite>) -> Result<()> {
@@ -1551,6 +1762,28 @@ spec:
 
 async fn everything_deleted(s: Arc<Suite>) -> Result<()> {
     let c = s.driver().await?;
+    // Snapshots first (an earlier trial may have failed with some left): with deletionPolicy
+    // Delete their contents go, and the driver deletes their Heketi volumes.
+    c.kubectl(&["-n", NS, "delete", "volumesnapshot", "--all", "--wait=true"])
+        .await?;
+    wait_for(
+        "every VolumeSnapshotContent of the driver is deleted",
+        LONG,
+        POLL,
+        || async {
+            let contents = c.json(&["get", "volumesnapshotcontent"]).await?;
+            let left: Vec<&str> = contents["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| field(v, &["spec", "driver"]) == DRIVER)
+                .map(|v| field(v, &["metadata", "name"]))
+                .collect();
+            ensure!(left.is_empty(), "VolumeSnapshotContents left: {left:?}");
+            Ok(())
+        },
+    )
+    .await?;
     c.kubectl(&["-n", NS, "delete", "pod", "--all", "--wait=true"])
         .await?;
     c.kubectl(&["-n", NS, "delete", "pvc", "--all", "--wait=true"])
@@ -1623,6 +1856,13 @@ async fn everything_deleted(s: Arc<Suite>) -> Result<()> {
         "--ignore-not-found",
     ])
     .await?;
+    c.kubectl(&[
+        "delete",
+        "volumesnapshotclass",
+        SNAPSHOT_CLASS,
+        "--ignore-not-found",
+    ])
+    .await?;
     let dir = generated_overlay(&s.tb)?;
     c.kubectl(&[
         "delete",
@@ -1642,6 +1882,80 @@ async fn everything_deleted(s: Arc<Suite>) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// A claim `name` from VolumeSnapshot `snapshot`, bound, with a pod `<name>-pod` on it.
+async fn restore(c: &Cluster, s: &Suite, name: &str, snapshot: &str, size: &str) -> Result<()> {
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: gcsi-e2e
+  resources:
+    requests:
+      storage: {size}
+  dataSource:
+    apiGroup: snapshot.storage.k8s.io
+    kind: VolumeSnapshot
+    name: {snapshot}
+"#
+    );
+    c.apply_yaml(s.tb.state_dir(), &format!("pvc-{name}"), &yaml)
+        .await?;
+    wait_bound(c, name).await?;
+    let pod = format!("{name}-pod");
+    c.apply_yaml(s.tb.state_dir(), &pod, &idle_pod(&pod, name))
+        .await?;
+    wait_pod_ready(c, &pod).await
+}
+
+fn volume_snapshot(name: &str, claim: &str) -> String {
+    format!(
+        r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  volumeSnapshotClassName: {SNAPSHOT_CLASS}
+  source:
+    persistentVolumeClaimName: {claim}
+"#
+    )
+}
+
+/// A pod that keeps `claim` mounted at /data and writes nothing by itself.
+fn idle_pod(name: &str, claim: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: {BUSYBOX}
+      imagePullPolicy: Never
+      command: [sh, -c, "exec sleep 2147483647"]
+      readinessProbe:
+        exec:
+          command: [sh, -c, "grep -q ' /data ' /proc/mounts"]
+        periodSeconds: 1
+      volumeMounts:
+        - name: data
+          mountPath: /data
+  volumes:
+    - name: data
+      persistentVolumeClaim:
+        claimName: {claim}
+"#
+    )
+}
 
 async fn create_claim(c: &Cluster, s: &Suite, name: &str, class: &str, size: &str) -> Result<()> {
     let yaml = format!(
