@@ -147,21 +147,34 @@ pub fn ctime_of(meta: &std::fs::Metadata) -> SystemTime {
     }
 }
 
+/// An entry found changed by [`changed_since`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// Its path relative to the root walked (`.` for the root).
+    pub path: PathBuf,
+    /// Its ctime; now for an entry that disappeared during the walk.
+    pub ctime: SystemTime,
+}
+
 /// The first entry under `root` (`root` itself included; symbolic links are not followed,
-/// their own status counts) whose status changed at or after `since`, as a path relative to
-/// `root` (`.` for `root`). An entry that disappears during the walk counts as changed.
-/// Blocking: run it through [`source_changed_since`] on a mount.
-pub fn changed_since(root: &Path, since: SystemTime) -> io::Result<Option<PathBuf>> {
+/// their own status counts) whose status changed at or after `since`. An entry that
+/// disappears during the walk counts as changed. Blocking: run it through
+/// [`source_changed_since`] on a mount.
+pub fn changed_since(root: &Path, since: SystemTime) -> io::Result<Option<Changed>> {
     let relative = |p: &Path| match p.strip_prefix(root) {
         Ok(r) if r.as_os_str().is_empty() => PathBuf::from("."),
         Ok(r) => r.to_path_buf(),
         Err(_) => p.to_path_buf(),
     };
+    let vanished = |p: &Path| Changed {
+        path: relative(p),
+        ctime: SystemTime::now(),
+    };
     for entry in WalkDir::new(root).follow_links(false) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
-                return Ok(Some(relative(e.path().unwrap_or(root))));
+                return Ok(Some(vanished(e.path().unwrap_or(root))));
             }
             Err(e) => return Err(e.into()),
         };
@@ -169,12 +182,16 @@ pub fn changed_since(root: &Path, since: SystemTime) -> io::Result<Option<PathBu
         let meta = match entry.metadata() {
             Ok(m) => m,
             Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
-                return Ok(Some(relative(entry.path())));
+                return Ok(Some(vanished(entry.path())));
             }
             Err(e) => return Err(e.into()),
         };
-        if ctime_of(&meta) >= since {
-            return Ok(Some(relative(entry.path())));
+        let ctime = ctime_of(&meta);
+        if ctime >= since {
+            return Ok(Some(Changed {
+                path: relative(entry.path()),
+                ctime,
+            }));
         }
     }
     Ok(None)
@@ -216,7 +233,7 @@ pub async fn source_changed_since(
     root: &Path,
     since: SystemTime,
     timeout: Duration,
-) -> io::Result<Option<PathBuf>> {
+) -> io::Result<Option<Changed>> {
     let root = root.to_path_buf();
     blocking(timeout, move || changed_since(&root, since)).await
 }
@@ -321,7 +338,9 @@ mod tests {
             let start = SystemTime::now();
             std::thread::sleep(TICK);
             change(t.path(), out.path());
-            let found = changed_since(t.path(), start).expect("walk");
+            let found = changed_since(t.path(), start)
+                .expect("walk")
+                .map(|c| c.path);
             match (found_at, &found) {
                 (None, None) => {}
                 (Some(places), Some(p)) => assert!(
@@ -344,7 +363,12 @@ mod tests {
             .max()
             .expect("entries");
         // A change stamped exactly at the bound counts; one a nanosecond before does not.
-        assert!(changed_since(t.path(), newest).expect("walk").is_some());
+        assert_eq!(
+            changed_since(t.path(), newest)
+                .expect("walk")
+                .map(|c| c.ctime),
+            Some(newest)
+        );
         let after = newest + Duration::from_nanos(1);
         assert_eq!(changed_since(t.path(), after).expect("walk"), None);
         // A tree written just now is seen as changing by a copy starting now, through the
@@ -362,7 +386,9 @@ mod tests {
         let t = tempfile::tempdir().expect("tree");
         let gone = t.path().join("gone");
         assert_eq!(
-            changed_since(&gone, SystemTime::now()).expect("walk"),
+            changed_since(&gone, SystemTime::now())
+                .expect("walk")
+                .map(|c| c.path),
             Some(PathBuf::from("."))
         );
     }
@@ -402,7 +428,7 @@ mod tests {
         let found = source_changed_since(t.path(), UNIX_EPOCH, Duration::from_secs(30))
             .await
             .expect("walk");
-        assert_eq!(found, Some(PathBuf::from(".")));
+        assert_eq!(found.map(|c| c.path), Some(PathBuf::from(".")));
         clear(t.path(), Duration::from_secs(30))
             .await
             .expect("clear");

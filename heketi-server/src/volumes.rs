@@ -549,9 +549,10 @@ impl App {
     /// verified: the time is noted before it starts, and afterwards every entry of the source
     /// is looked at (lstat). If any changed at or after that time (less
     /// [`fuse::CTIME_SKEW_MARGIN`] for clocks), the copy is rejected, the destination emptied,
-    /// and the copy made again, [`COPY_ATTEMPTS`] times in all; then the clone fails (and is
-    /// rolled back like any failed create). An accepted copy saw no change from its start to
-    /// the end of the check, so it is the source as it was when the copy started.
+    /// and the copy made again (once that change is older than the margin), [`COPY_ATTEMPTS`]
+    /// times in all; then the clone fails (and is rolled back like any failed create). An
+    /// accepted copy saw no change from its start to the end of the check, so it is the source
+    /// as it was when the copy started.
     async fn copy_data(&self, src: &Volume, dst: &Volume) -> Result<(), Error> {
         let base = self.state_dir.join("mnt");
         let src_dir = base.join(format!("{}-src", dst.id));
@@ -613,16 +614,26 @@ impl App {
                 source = %src.id,
                 attempt,
                 of = COPY_ATTEMPTS,
-                changed = %changed.display(),
+                changed = %changed.path.display(),
                 copy_error = copied.as_ref().err().map(tracing::field::display),
                 "the source changed during the copy; copy rejected"
             );
+            if attempt == COPY_ATTEMPTS {
+                break;
+            }
             fuse::clear(dst_dir, COPY_TIMEOUT)
                 .await
                 .map_err(|source| Error::Copy {
                     what: format!("cannot empty the clone {} after a rejected copy", dst.name),
                     source,
                 })?;
+            // The next copy starts once the change found is past the margin: a burst of
+            // writes that ended just before this copy started (a change within the margin
+            // but before the start) then does not reject the next one too.
+            let settled = changed.ctime + fuse::CTIME_SKEW_MARGIN;
+            if let Ok(wait) = settled.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait.min(fuse::CTIME_SKEW_MARGIN)).await;
+            }
         }
         Err(Error::SourceKeptChanging {
             volume: src.name.clone(),
@@ -640,7 +651,7 @@ impl App {
         src: &Volume,
         dst: &Volume,
         since: SystemTime,
-    ) -> Result<Option<PathBuf>, Error> {
+    ) -> Result<Option<fuse::Changed>, Error> {
         let dir = self.state_dir.join("mnt").join(format!("{}-check", dst.id));
         let hosts = crate::model::mount_info(src).glusterfs.hosts;
         fuse::mount(&hosts, &src.name, &dir, &log_of(&dir)).await?;

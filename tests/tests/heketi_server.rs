@@ -84,6 +84,21 @@ fn main() {
                 clone_holds_the_source_data,
             ),
             harness::trial(
+                "read_only_clone_refuses_writes_and_its_clone_is_writable",
+                &tb,
+                read_only_clone_refuses_writes_and_its_clone_is_writable,
+            ),
+            harness::trial(
+                "clone_of_a_source_being_written_is_rejected_then_made_once_writes_stop",
+                &tb,
+                clone_of_a_source_being_written_is_rejected_then_made_once_writes_stop,
+            ),
+            harness::trial(
+                "kill9_during_clones_ends_rolled_back_or_read_only_without_mounts",
+                &tb,
+                kill9_during_clones_ends_rolled_back_or_read_only_without_mounts,
+            ),
+            harness::trial(
                 "delete_leaves_no_brick_directory",
                 &tb,
                 delete_leaves_no_brick_directory,
@@ -1151,6 +1166,466 @@ async fn clone_holds_the_source_data(tb: Arc<Testbed>) -> Result<()> {
     Ok(())
 }
 
+/// One entry of a tree as [`tree_of`] describes it: kind and permissions, owner, size, and
+/// a digest of the content (or the target of a link).
+type TreeEntry = (u32, u32, u32, u64, String);
+
+/// Every entry under `root` (not following links) with what a copy must keep.
+fn tree_of(root: &Path) -> Result<std::collections::BTreeMap<PathBuf, TreeEntry>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let digest = if meta.is_dir() {
+                todo.push(path.clone());
+                String::new()
+            } else if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)?.display().to_string()
+            } else {
+                hex::encode(Sha256::digest(std::fs::read(&path)?))
+            };
+            let rel = path.strip_prefix(root)?.to_path_buf();
+            let size = if meta.is_dir() { 0 } else { meta.len() };
+            out.insert(rel, (meta.mode(), meta.uid(), meta.gid(), size, digest));
+        }
+    }
+    Ok(out)
+}
+
+/// `gluster volume get NAME features.read-only`: whether it is on.
+async fn gluster_read_only(tb: &Testbed, name: &str) -> Result<bool> {
+    let out = tb
+        .gluster(0, &["volume", "get", name, "features.read-only"])
+        .await?;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("features.read-only"))
+        .with_context(|| format!("no features.read-only in:\n{out}"))?;
+    Ok(line.split_whitespace().nth(1) == Some("on"))
+}
+
+/// The top-level keys of a JSON object reply.
+fn keys_of(r: &Resp) -> Result<BTreeSet<String>> {
+    let v: Value = r.json()?;
+    Ok(v.as_object()
+        .context("not a JSON object")?
+        .keys()
+        .cloned()
+        .collect())
+}
+
+/// Whether `err` is the error of a write refused by a read-only file system.
+fn is_erofs(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(nix::errno::Errno::EROFS as i32)
+}
+
+async fn read_only_clone_refuses_writes_and_its_clone_is_writable(tb: Arc<Testbed>) -> Result<()> {
+    let s = Server::start(&tb, "roclone", &[]).await?;
+    s.load_topology().await?;
+    let src = s
+        .create_volume(json!({"size": 1, "gid": 3004, "name": "hs_ro_src",
+            "durability": {"type": "replicate", "replicate": {"replica": 3}}}))
+        .await?;
+    let m = mount(&tb, "hs_ro_src", "ro-src").await?;
+    let wrote = async {
+        std::fs::create_dir(m.join("dir"))?;
+        std::fs::write(m.join("dir/data.bin"), vec![9u8; 2 * 1024 * 1024])?;
+        std::os::unix::fs::symlink("dir/data.bin", m.join("link"))?;
+        tree_of(&m)
+    }
+    .await;
+    tb.unmount(&m).await?;
+    let src_tree = wrote?;
+
+    // The snapshot: a clone asked for read-only.
+    let snap_loc = s
+        .call_303(
+            "POST",
+            &format!("/volumes/{}/clone", src.id),
+            Some(r#"{"name":"hs_ro_snap","read_only":true}"#),
+        )
+        .await?;
+    let snap: VolumeInfoResponse = s.get_json(&snap_loc).await?;
+    ensure!(snap.name == "hs_ro_snap" && snap.gid == 3004);
+    // The extension never shows in a reply: the key set is Heketi's, as the source's.
+    let src_keys = keys_of(&s.req("GET", &format!("/volumes/{}", src.id), None).await?)?;
+    let snap_keys = keys_of(&s.req("GET", &snap_loc, None).await?)?;
+    ensure!(
+        snap_keys == src_keys && !snap_keys.contains("read_only"),
+        "clone reply keys {snap_keys:?} vs source {src_keys:?}"
+    );
+    ensure!(
+        gluster_read_only(&tb, "hs_ro_snap").await?,
+        "features.read-only is not on"
+    );
+    ensure!(
+        !snap
+            .glustervolumeoptions
+            .iter()
+            .any(|o| o.contains("read-only")),
+        "read-only is not one of the options: {:?}",
+        snap.glustervolumeoptions
+    );
+
+    // Through a FUSE mount: the data is there, every write is refused with EROFS.
+    let c = mount(&tb, "hs_ro_snap", "ro-snap").await?;
+    let checked = async {
+        ensure!(
+            tree_of(&c)? == src_tree,
+            "the read-only clone's data differs"
+        );
+        let create = std::fs::write(c.join("new.txt"), b"x");
+        ensure!(
+            create.as_ref().is_err_and(is_erofs),
+            "creating a file: {create:?}"
+        );
+        // The open itself may be let through (Gluster's open-behind); the write is not.
+        let append = (|| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(c.join("dir/data.bin"))?;
+            f.write_all(b"more")?;
+            f.sync_all()
+        })();
+        ensure!(
+            append.as_ref().is_err_and(is_erofs),
+            "appending to a file: {append:?}"
+        );
+        let mkdir = std::fs::create_dir(c.join("newdir"));
+        ensure!(mkdir.as_ref().is_err_and(is_erofs), "mkdir: {mkdir:?}");
+        ensure!(tree_of(&c)? == src_tree, "the read-only clone changed");
+        Ok(())
+    }
+    .await;
+    tb.unmount(&c).await?;
+    checked?;
+
+    // The restore: a clone of the snapshot, not asked for read-only, is writable and holds
+    // the same data.
+    let restore_loc = s
+        .call_303(
+            "POST",
+            &format!("/volumes/{}/clone", snap.id),
+            Some(r#"{"name":"hs_ro_restore"}"#),
+        )
+        .await?;
+    let restore: VolumeInfoResponse = s.get_json(&restore_loc).await?;
+    ensure!(
+        !gluster_read_only(&tb, "hs_ro_restore").await?,
+        "the clone of a read-only clone is read-only too"
+    );
+    let r = mount(&tb, "hs_ro_restore", "ro-restore").await?;
+    let checked = async {
+        ensure!(tree_of(&r)? == src_tree, "the restored data differs");
+        std::fs::write(r.join("new.txt"), b"writable again")?;
+        std::fs::write(r.join("dir/data.bin"), b"overwritten")?;
+        ensure!(std::fs::read(r.join("new.txt"))? == b"writable again");
+        Ok(())
+    }
+    .await;
+    tb.unmount(&r).await?;
+    checked?;
+    for id in [&restore.id, &snap.id, &src.id] {
+        s.delete_volume(id).await?;
+    }
+    ensure!(s.brick_dirs()?.is_empty(), "{:?}", s.brick_dirs()?);
+    Ok(())
+}
+
+/// Appends a line to `file` every 100 ms (opening and closing it each time, so every line
+/// reaches the bricks) until `stop` is set; returns the lines written.
+fn start_writer(
+    file: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<std::io::Result<usize>> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&file)?;
+            writeln!(f, "line {n}")?;
+            drop(f);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(n)
+    })
+}
+
+/// `line` without terminal colour sequences (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Lines of this server's log containing `text`, without colours.
+fn log_lines(s: &Server, text: &str) -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string(s.log())?
+        .lines()
+        .map(without_colours)
+        .filter(|l| l.contains(text))
+        .collect())
+}
+
+/// Mounts under this server's state directory (its temporary clone mounts).
+fn server_mounts(s: &Server) -> Vec<PathBuf> {
+    gluster_csi_testbed::mounts::under(&s.dir.join("state"))
+        .into_iter()
+        .map(|m| m.path)
+        .collect()
+}
+
+async fn clone_of_a_source_being_written_is_rejected_then_made_once_writes_stop(
+    tb: Arc<Testbed>,
+) -> Result<()> {
+    let s = Server::start(&tb, "busy", &[]).await?;
+    s.load_topology().await?;
+    let src = s
+        .create_volume(json!({"size": 1, "name": "hs_busy_src",
+            "durability": {"type": "replicate", "replicate": {"replica": 3}}}))
+        .await?;
+    let src_bricks: BTreeSet<PathBuf> = src
+        .bricks
+        .iter()
+        .filter_map(|b| Path::new(&b.path).parent().map(Path::to_path_buf))
+        .collect();
+    let m = mount(&tb, "hs_busy_src", "busy-src").await?;
+    let result = async {
+        for i in 0..8 {
+            std::fs::write(m.join(format!("data-{i}.bin")), vec![i as u8; 1024 * 1024])?;
+        }
+        // A writer appends to a file of the source for the whole of the clone request.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = start_writer(m.join("log.txt"), Arc::clone(&stop));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        let busy = s
+            .call(
+                "POST",
+                &format!("/volumes/{}/clone", src.id),
+                Some(r#"{"name":"hs_busy_clone"}"#),
+            )
+            .await;
+        let busy_secs = t0.elapsed().as_secs_f64();
+        let still_writing = !writer.is_finished();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let lines = writer
+            .join()
+            .map_err(|_| anyhow!("the writer panicked"))??;
+        let (done, _) = busy?;
+        ensure!(still_writing, "the writer stopped before the clone ended");
+        eprintln!("busy clone rejected after {busy_secs:.1} s; the writer wrote {lines} lines");
+
+        // Rejected after three attempts, with the error that says why and what to do.
+        ensure!(done.status == 500, "{done:?}");
+        ensure!(
+            done.body.contains(
+                "the source volume hs_busy_src kept changing during every copy (3 attempts)"
+            ) && done
+                .body
+                .contains("retry the clone when writes to the source pause"),
+            "{}",
+            done.body
+        );
+        let rejected = log_lines(&s, "copy rejected")?;
+        ensure!(
+            rejected.len() == 3,
+            "rejected attempts logged: {rejected:#?}"
+        );
+        ensure!(
+            (1..=3).all(|a| rejected
+                .iter()
+                .any(|l| l.contains(&format!("attempt={a} ")))),
+            "{rejected:#?}"
+        );
+        // Nothing is left: not in the list, not in Gluster, no brick directory on any host,
+        // no mount.
+        let list: VolumeListResponse = s.get_json("/volumes").await?;
+        ensure!(list.volumes == vec![src.id.clone()], "{list:?}");
+        ensure!(
+            s.gluster_volumes("hs_busy_clone").await?.is_empty(),
+            "Gluster kept the rejected clone"
+        );
+        let dirs = s.brick_dirs()?;
+        ensure!(dirs == src_bricks, "brick directories {dirs:?}");
+        ensure!(server_mounts(&s).is_empty(), "{:?}", server_mounts(&s));
+
+        // With the writer stopped (and the clock past the margin for skew), the same request
+        // succeeds at its first copy, and the clone holds what the source holds.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let accepted_before = log_lines(&s, "copy accepted")?.len();
+        let loc = s
+            .call_303(
+                "POST",
+                &format!("/volumes/{}/clone", src.id),
+                Some(r#"{"name":"hs_busy_clone"}"#),
+            )
+            .await?;
+        let clone: VolumeInfoResponse = s.get_json(&loc).await?;
+        let accepted = log_lines(&s, "copy accepted")?;
+        ensure!(
+            accepted.len() == accepted_before + 1
+                && accepted.last().is_some_and(|l| l.contains("attempt=1 ")),
+            "{accepted:#?}"
+        );
+        ensure!(log_lines(&s, "copy rejected")?.len() == 3);
+        let c = mount(&tb, "hs_busy_clone", "busy-clone").await?;
+        let compared = async {
+            let (a, b) = (tree_of(&m)?, tree_of(&c)?);
+            ensure!(a == b, "the clone differs from the source");
+            let log = std::fs::read_to_string(c.join("log.txt"))?;
+            ensure!(
+                log.lines().count() == lines,
+                "{} lines, {lines} written",
+                log.lines().count()
+            );
+            Ok(())
+        }
+        .await;
+        tb.unmount(&c).await?;
+        compared?;
+        s.delete_volume(&clone.id).await?;
+        Ok(())
+    }
+    .await;
+    tb.unmount(&m).await?;
+    result?;
+    s.delete_volume(&src.id).await?;
+    Ok(())
+}
+
+/// Polls Gluster until `done` holds for the output of `gluster volume info NAME` (or the
+/// volume's create ended: `queue` answered); returns whether `done` was seen.
+async fn wait_info(s: &Server, name: &str, done: impl Fn(&str) -> bool) -> Result<bool> {
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(out) = s.tb.gluster(0, &["volume", "info", name]).await
+            && done(&out)
+        {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(false)
+}
+
+async fn kill9_during_clones_ends_rolled_back_or_read_only_without_mounts(
+    tb: Arc<Testbed>,
+) -> Result<()> {
+    let s = Server::start(&tb, "rokill", &[]).await?;
+    s.load_topology().await?;
+    let src = s
+        .create_volume(json!({"size": 1, "name": "hs_rokill_src",
+            "durability": {"type": "replicate", "replicate": {"replica": 3}}}))
+        .await?;
+    let m = mount(&tb, "hs_rokill_src", "rokill-src").await?;
+    let wrote = async {
+        for i in 0..32 {
+            std::fs::write(m.join(format!("f{i}.bin")), vec![i as u8; 1024 * 1024])?;
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    tb.unmount(&m).await?;
+    wrote?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. Killed during the copy: the clone is rolled back, and the mounts the copy left are
+    //    gone after the restart.
+    let r = s
+        .req(
+            "POST",
+            &format!("/volumes/{}/clone", src.id),
+            Some(r#"{"name":"hs_rokill_a","read_only":true}"#),
+        )
+        .await?;
+    ensure!(r.status == 202, "{r:?}");
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while server_mounts(&s).len() < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the copy's mounts never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.kill9()?;
+    ensure!(!server_mounts(&s).is_empty(), "the crash left no mount");
+    s.spawn()?;
+    s.wait_ready().await?;
+    ensure!(
+        server_mounts(&s).is_empty(),
+        "mounts left after the restart: {:?}",
+        server_mounts(&s)
+    );
+    let vols = lists_agree(&s, "hs_rokill_").await?;
+    ensure!(
+        vols.iter().map(|v| v.id.as_str()).collect::<Vec<_>>() == vec![src.id.as_str()],
+        "{vols:?}"
+    );
+
+    // 2. Killed once the quota is set, just before (or just after) the read-only step: the
+    //    clone either is rolled back or is listed read-only — never listed writable.
+    let r = s
+        .req(
+            "POST",
+            &format!("/volumes/{}/clone", src.id),
+            Some(r#"{"name":"hs_rokill_b","read_only":true}"#),
+        )
+        .await?;
+    ensure!(r.status == 202, "{r:?}");
+    let hit = wait_info(&s, "hs_rokill_b", |out| {
+        out.contains("features.quota-deem-statfs: on")
+    })
+    .await?;
+    ensure!(hit, "the clone's quota was never set");
+    s.kill9()?;
+    let ro_at_kill = gluster_read_only(&tb, "hs_rokill_b").await.unwrap_or(false);
+    s.spawn()?;
+    s.wait_ready().await?;
+    let vols = lists_agree(&s, "hs_rokill_").await?;
+    match vols.iter().find(|v| v.name == "hs_rokill_b") {
+        Some(_) => {
+            ensure!(
+                gluster_read_only(&tb, "hs_rokill_b").await?,
+                "a read-only clone is listed writable"
+            );
+            eprintln!("killed after the clone was complete: kept, read-only");
+        }
+        None => eprintln!(
+            "killed before the clone was complete (read-only {}): rolled back",
+            if ro_at_kill {
+                "already set"
+            } else {
+                "not yet set"
+            }
+        ),
+    }
+    ensure!(server_mounts(&s).is_empty(), "{:?}", server_mounts(&s));
+    for v in &vols {
+        s.delete_volume(&v.id).await?;
+    }
+    ensure!(s.brick_dirs()?.is_empty(), "{:?}", s.brick_dirs()?);
+    Ok(())
+}
+
 async fn delete_leaves_no_brick_directory(tb: Arc<Testbed>) -> Result<()> {
     let s = Server::start(&tb, "delete", &[]).await?;
     let t = s.load_topology().await?;
@@ -1440,6 +1915,7 @@ async fn error_paths_give_heketi_codes_and_text(tb: Arc<Testbed>) -> Result<()> 
         ("POST", format!("/volumes/{}/expand", vol.id), Some("[".into()), 422, "request unable to be parsed".into()),
         ("POST", format!("/volumes/{unknown}/clone"), Some("{}".into()), 404, "Id not found".into()),
         ("POST", format!("/volumes/{}/clone", vol.id), Some(r#"{"name":"x y"}"#.into()), 400, "validation failed: name: must be in a valid format.".into()),
+        ("POST", format!("/volumes/{}/clone", vol.id), Some(r#"{"read_only":"yes"}"#.into()), 422, "request unable to be parsed".into()),
         ("POST", format!("/volumes/{}/clone", vol.id), Some(r#"{"name":"hs_err_taken"}"#.into()), 500, format!("Failed clone volume {}: Volume name 'hs_err_taken' already in use", vol.id)),
         ("GET", format!("/queue/{unknown}"), None, 404, "Id not found".into()),
         ("GET", format!("/clusters/{unknown}"), None, 404, "Id not found".into()),
