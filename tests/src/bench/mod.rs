@@ -8,11 +8,13 @@
 //! The run brings up its own testbed (three Gluster hosts and heketi-server), starts the
 //! controller (with `--metrics-address`) and the node plugin (`--fuse-launcher direct`, as the
 //! DaemonSet runs it) itself, measures the sections in order (footprint at rest and under a
-//! gRPC load, provisioning, node, data path, idempotent retry, footprint at the end), prints
-//! the markdown report and tears everything down. A section that fails is reported as not
-//! measured; the benchmark never fails a build and is not part of `cargo test`.
+//! gRPC load, provisioning, node, data path, idempotent retry, index reload, clone copy,
+//! footprint at the end), prints the markdown report and tears everything down. A section
+//! that fails is reported as not measured; the benchmark never fails a build and is not part
+//! of `cargo test`.
 
 pub mod calls;
+pub mod clone;
 pub mod data;
 pub mod footprint;
 pub mod machine;
@@ -49,6 +51,8 @@ pub enum Part {
     Retry,
     /// CreateVolume while the controller reloads its volume index in the background.
     Refresh,
+    /// A heketi-server clone against `cp -a` of the same data between two FUSE mounts.
+    Clone,
     /// RSS and CPU of the controller and node plugin; binary sizes.
     Footprint,
 }
@@ -102,6 +106,12 @@ pub struct BenchArgs {
     /// Data-path rounds per mount [default: 5, quick 1].
     #[arg(long)]
     pub data_rounds: Option<usize>,
+    /// MiB of data in the source the clone part copies [default: 256, quick 64].
+    #[arg(long)]
+    pub clone_mib: Option<usize>,
+    /// Clone rounds (one clone and one `cp -a` each) [default: 3, quick 1].
+    #[arg(long)]
+    pub clone_rounds: Option<usize>,
     /// gRPC calls of each kind in the footprint load [default: 10000, quick 2000].
     #[arg(long)]
     pub grpc_calls: Option<usize>,
@@ -146,6 +156,10 @@ pub struct Plan {
     pub files: usize,
     /// Data rounds per side.
     pub data_rounds: usize,
+    /// MiB in the clone part's source.
+    pub clone_mib: usize,
+    /// Clone rounds.
+    pub clone_rounds: usize,
     /// gRPC calls of each kind.
     pub grpc_calls: usize,
     /// The reference driver's binary, when given or on PATH.
@@ -181,6 +195,8 @@ impl Plan {
             data_mib: pick(a.data_mib, 256, 64),
             files: pick(a.files, 2000, 500),
             data_rounds: pick(a.data_rounds, 5, 1),
+            clone_mib: pick(a.clone_mib, 256, 64),
+            clone_rounds: pick(a.clone_rounds, 3, 1),
             grpc_calls: pick(a.grpc_calls, 10_000, 2000),
             hostpath_plugin: a.hostpath_plugin.clone().or_else(|| {
                 footprint::HOSTPATH_NAMES
@@ -257,6 +273,7 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
             Part::Data,
             Part::Retry,
             Part::Refresh,
+            Part::Clone,
         ]
     } else {
         args.only.clone()
@@ -344,6 +361,7 @@ async fn measure(
         Part::Data,
         Part::Retry,
         Part::Refresh,
+        Part::Clone,
     ] {
         if !want(part) {
             continue;
@@ -354,6 +372,7 @@ async fn measure(
             Part::Data => "Data path",
             Part::Retry => "Idempotent retry cost",
             Part::Refresh => "CreateVolume during a full index reload",
+            Part::Clone => "Clone copy (heketi-server)",
             Part::Footprint => "Footprint",
         };
         eprintln!("bench: {title}");
@@ -362,6 +381,7 @@ async fn measure(
             Part::Node => node::run(&mut ctx).await,
             Part::Data => data::run(&mut ctx).await,
             Part::Refresh => refresh::run(&mut ctx).await,
+            Part::Clone => clone::run(&mut ctx).await,
             _ => retry::run(&mut ctx).await,
         };
         let s = r.unwrap_or_else(|e| {
@@ -386,8 +406,8 @@ fn describe_plan(p: &Plan) -> String {
     format!(
         "{} sequential + {} concurrent PVCs per side ({} callers); retry at {:?} volumes × {} \
          calls; refresh at {} volumes × {} creates per side; {} stages; {} publishes × {} \
-         rounds; {} MiB and {} files × {} rounds per side; {} gRPC calls per kind; reference \
-         driver: {}",
+         rounds; {} MiB and {} files × {} rounds per side; clone of {} MiB × {} rounds; {} gRPC \
+         calls per kind; reference driver: {}",
         p.sequential_pvcs,
         p.concurrent_pvcs,
         p.callers,
@@ -401,6 +421,8 @@ fn describe_plan(p: &Plan) -> String {
         p.data_mib,
         p.files,
         p.data_rounds,
+        p.clone_mib,
+        p.clone_rounds,
         p.grpc_calls,
         p.hostpath_plugin
             .as_ref()

@@ -344,6 +344,11 @@ impl HeketiLog {
         parse_requests(&self.text_since(mark))
     }
 
+    /// The log's lines after `mark`.
+    pub fn lines_since(&self, mark: u64) -> Vec<String> {
+        self.text_since(mark).lines().map(str::to_owned).collect()
+    }
+
     fn text_since(&self, mark: u64) -> String {
         use std::io::{Read, Seek, SeekFrom};
         let mut bytes = Vec::new();
@@ -363,7 +368,7 @@ impl HeketiLog {
 pub struct LoggedOp {
     /// Volume name.
     pub name: String,
-    /// A create (`creating volume` … `volume created`) or a delete (`deleting volume` …
+    /// A create (`creating volume` or `cloning volume` … `volume created`) or a delete (`deleting volume` …
     /// `volume deleted`).
     pub create: bool,
     /// Seconds between the two lines.
@@ -400,6 +405,7 @@ pub fn parse_ops(text: &str) -> Vec<LoggedOp> {
         let id = id.to_owned();
         for (begin, end, create) in [
             ("creating volume", "volume created", true),
+            ("cloning volume", "volume created", true),
             ("deleting volume", "volume deleted", false),
         ] {
             if line.contains(&format!(": {begin} ")) {
