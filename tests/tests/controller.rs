@@ -883,17 +883,19 @@ async fn invalid_requests_create_nothing(tb: Arc<Testbed>) -> Result<()> {
         "no whole GiB fits",
     )?;
     ensure!(s.message().contains("GiB"), "{s:?}");
-    let mut snap = create_req(&name, 1, &[]);
-    snap.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(SourceType::Snapshot(SnapshotSource {
-            snapshot_id: "snap-1".into(),
-        })),
-    });
-    assert_code(
-        create_once(&mut c, snap).await,
-        Code::Unimplemented,
-        "snapshot source",
-    )?;
+    for snapshot_id in ["snap-1", "s1:0123456789abcdef0123456789abcdef"] {
+        let mut snap = create_req(&name, 1, &[]);
+        snap.volume_content_source = Some(VolumeContentSource {
+            r#type: Some(SourceType::Snapshot(SnapshotSource {
+                snapshot_id: snapshot_id.into(),
+            })),
+        });
+        assert_code(
+            create_once(&mut c, snap).await,
+            Code::NotFound,
+            &format!("restore of snapshot {snapshot_id}"),
+        )?;
+    }
     for src in [
         "fake-vol-id-xxxxxxxxxx",
         "1:0123456789abcdef0123456789abcdef",
