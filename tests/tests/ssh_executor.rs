@@ -505,13 +505,6 @@ async fn unprivileged_server_creates_and_deletes_over_ssh(tb: Arc<Testbed>) -> R
         pid_namespace: false,
     })?;
     let result = async {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        ensure!(
-            status
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")),
-            "the server does not run as nobody"
-        );
         let c = Client::builder(&url)
             .user("admin")
             .key(SecretString::from("unprivileged-admin-secret".to_owned()))
@@ -521,6 +514,15 @@ async fn unprivileged_server_creates_and_deletes_over_ssh(tb: Arc<Testbed>) -> R
             c.hello().await.map(drop).map_err(anyhow::Error::from)
         })
         .await?;
+        // Read once it answers: right after the spawn the process may still be setpriv,
+        // root until it switches to nobody and runs the server.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        ensure!(
+            status
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")),
+            "the server does not run as nobody"
+        );
         let cluster = c
             .cluster_create(&ClusterFlags {
                 block: false,
