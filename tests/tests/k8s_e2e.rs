@@ -186,8 +186,7 @@ impl Suite {
             "heketi-server",
         ] {
             let archive = out_dir.join(format!("{image}.tar"));
-            cluster
-                .load_image(&archive)
+            load_image(&cluster, &archive, &format!("localhost/{image}:{TAG}"))
                 .await
                 .with_context(|| format!("loading {}", archive.display()))?;
         }
@@ -960,6 +959,26 @@ async fn ctr(args: &[&str]) -> Result<String> {
     let mut argv = vec!["ctr", "-a", CONTAINERD_SOCK, "-n", "k8s.io"];
     argv.extend_from_slice(args);
     cmd::run(&argv, Duration::from_secs(120)).await
+}
+
+/// Imports `archive`, whose image is `name`, into kubelet's containerd. An import that
+/// replaces an image schedules containerd's garbage collector, and the collector runs beside
+/// the unpack: a layer the unpack found already present, but held by nothing (an earlier run's
+/// image whose record went first), can be collected under it, and the import fails with
+/// "parent snapshot … does not exist" (containerd issues #2382 and #3787). So the earlier image
+/// of that name is removed first with a synchronous collection, which leaves nothing pending,
+/// and an import that still meets the race is retried once after another one.
+async fn load_image(c: &Cluster, archive: &Path, name: &str) -> Result<()> {
+    // A name containerd does not hold is only a warning: `rm` exits 0.
+    ctr(&["images", "rm", "--sync", name]).await?;
+    match c.load_image(archive).await {
+        Err(e) if format!("{e:#}").contains("does not exist") => {
+            eprintln!("k8s-e2e: containerd collected a layer under the import of {name}; again");
+            ctr(&["images", "rm", "--sync", name]).await?;
+            c.load_image(archive).await
+        }
+        other => other,
+    }
 }
 
 /// Waits until no container of kubelet's (the exited ones of replaced pods included; kubelet
