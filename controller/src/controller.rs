@@ -7,17 +7,15 @@
 //! after it finds the result.
 
 use crate::kube::LazyClient;
-use crate::kube::secrets::{SecretReader, class_credentials};
+use crate::kube::secrets::SecretReader;
 use std::collections::HashMap;
 use std::future::Future;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use csi_proto::locks::{OperationGuard, OperationLocks};
 use csi_proto::v1::controller_server::Controller;
 use csi_proto::v1::controller_service_capability::{Rpc, Type as CapType, rpc};
 use csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
-use csi_proto::v1::volume_content_source::Type as SourceType;
 use csi_proto::v1::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
     ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
@@ -29,10 +27,7 @@ use csi_proto::v1::{
     ValidateVolumeCapabilitiesResponse, Volume, VolumeCapability, VolumeContentSource,
     controller_get_volume_response, list_volumes_response, validate_volume_capabilities_response,
 };
-use heketi_client::types::{
-    EntryState, SnapshotSettings, VolumeCloneRequest, VolumeCreateRequest, VolumeExpandRequest,
-    VolumeInfoResponse,
-};
+use heketi_client::types::{EntryState, VolumeExpandRequest, VolumeInfoResponse};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
@@ -44,11 +39,11 @@ use crate::index::Summary;
 use crate::metrics::Metrics;
 use crate::names;
 use crate::paging;
-use crate::params::{ClassParams, Credentials, VolumeType};
-use crate::sizes::{self, GIB, gib_to_bytes};
-use crate::snapshot_id::SnapshotId;
+use crate::params::{ClassParams, Credentials};
+use crate::sizes::{self, gib_to_bytes};
 use crate::volume_id::{BackendRef, VolumeId};
 
+mod create;
 mod snapshots;
 
 /// The capabilities this controller advertises. No PUBLISH_UNPUBLISH: there is nothing to
@@ -115,28 +110,6 @@ impl ControllerService {
             }),
         }
     }
-}
-
-/// What CreateVolume will make, validated.
-struct CreatePlan {
-    csi_name: String,
-    heketi_name: String,
-    want_gib: u64,
-    limit_bytes: u64,
-    params: ClassParams,
-    /// What to clone.
-    source: Option<CloneSource>,
-    content_source: Option<VolumeContentSource>,
-}
-
-/// The volume a new volume is a clone of: a volume, or the volume of a snapshot.
-struct CloneSource {
-    /// Its Heketi volume.
-    id: VolumeId,
-    /// What the request called it, for messages.
-    what: String,
-    /// A snapshot (restore) rather than a volume (clone).
-    snapshot: bool,
 }
 
 fn no_default_for_class() -> Error {
@@ -311,7 +284,65 @@ fn lock(locks: &OperationLocks, key: &str, what: &str) -> Result<OperationGuard>
     })
 }
 
+/// Deletes Heketi volume `heketi_id` (a `what`, for messages; the caller holds a permit of
+/// `target`): true when Heketi deleted it, false when it answered 404. What a 404 means, and
+/// dropping the id from the index, is the caller's.
+async fn heketi_delete(target: &Target, heketi_id: &str, what: &str) -> Result<bool> {
+    match target
+        .heketi("volume_delete", target.client.volume_delete(heketi_id))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(Error::heketi(
+            format!("deleting {what} {heketi_id} on {}", target.url()),
+            e,
+        )),
+    }
+}
+
+/// Deletes `heketi_id`, a `what` this call made but does not answer with (the caller holds a
+/// permit of `target`), and drops it from the index; a failure is logged with `advice`, the
+/// call goes on.
+async fn delete_unwanted(target: &Target, heketi_id: &str, what: &str, advice: &str) {
+    match heketi_delete(target, heketi_id, what).await {
+        Ok(_) => target.state.index.remove(heketi_id),
+        Err(e) => tracing::error!(%heketi_id, error = %e, "cannot delete {what}; {advice}"),
+    }
+}
+
 impl Inner {
+    /// [`Self::lock_backend`] for a call on the volume `id` (written `volume_id` in the request).
+    async fn lock_volume(
+        &self,
+        id: &VolumeId,
+        volume_id: &str,
+        secrets: &HashMap<String, String>,
+    ) -> Result<(OperationGuard, Target)> {
+        let key = format!("volume/{volume_id}");
+        self.lock_backend(&id.backend, secrets, &key, &format!("volume {volume_id}"))
+            .await
+    }
+
+    /// What a call on something that exists takes before it acts: the credentials of its
+    /// `secrets`, the operation lock on `key` (held elsewhere: ABORTED naming `what`) and the
+    /// backend of `backend`.
+    async fn lock_backend(
+        &self,
+        backend: &BackendRef,
+        secrets: &HashMap<String, String>,
+        key: &str,
+        what: &str,
+    ) -> Result<(OperationGuard, Target)> {
+        let creds = Credentials::from_secrets(secrets)?;
+        let guard = lock(&self.locks, key, what)?;
+        let target = self
+            .backends
+            .for_volume(backend, creds, no_default_for_volume)
+            .await?;
+        Ok((guard, target))
+    }
+
     fn volume(
         reference: &BackendRef,
         info: &VolumeInfoResponse,
@@ -328,145 +359,6 @@ impl Inner {
             content_source,
             accessible_topology: Vec::new(),
         })
-    }
-
-    // ---- CreateVolume ----
-
-    #[tracing::instrument(skip_all, fields(name = %req.name), err)]
-    async fn create_volume(self: Arc<Self>, req: CreateVolumeRequest) -> Result<Volume> {
-        if req.name.is_empty() {
-            return Err(Error::invalid("name is required"));
-        }
-        check_capabilities(&req.volume_capabilities)?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(Error::invalid(
-                "mutable_parameters are not supported (this driver has no ModifyVolume)",
-            ));
-        }
-        let params = ClassParams::parse(&req.parameters)?;
-        let range = req.capacity_range.unwrap_or_default();
-        let want_gib = sizes::round_up_gib(
-            range.required_bytes,
-            range.limit_bytes,
-            Some(sizes::DEFAULT_GIB),
-        )?;
-        let want_gib = sizes::at_least(want_gib, params.volume_type.min_gib(), range.limit_bytes)?;
-        let source = match req
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| s.r#type.as_ref())
-        {
-            None => None,
-            Some(SourceType::Snapshot(s)) if s.snapshot_id.is_empty() => {
-                return Err(Error::invalid(
-                    "volume_content_source.snapshot.snapshot_id is required",
-                ));
-            }
-            Some(SourceType::Snapshot(s)) => {
-                let what = format!("snapshot {:?}", s.snapshot_id);
-                let SnapshotId(id) = SnapshotId::parse(&s.snapshot_id)
-                    .ok_or_else(|| Error::NotFound(format!("{what} does not exist")))?;
-                Some(CloneSource {
-                    id,
-                    what,
-                    snapshot: true,
-                })
-            }
-            Some(SourceType::Volume(v)) if v.volume_id.is_empty() => {
-                return Err(Error::invalid(
-                    "volume_content_source.volume.volume_id is required",
-                ));
-            }
-            Some(SourceType::Volume(v)) => {
-                let what = format!("clone source volume {:?}", v.volume_id);
-                let id = VolumeId::parse(&v.volume_id)
-                    .ok_or_else(|| Error::NotFound(format!("{what} does not exist")))?;
-                Some(CloneSource {
-                    id,
-                    what,
-                    snapshot: false,
-                })
-            }
-        };
-        // A resturl of no backend is written into the id: it must fit (checked before the
-        // credentials rule, whose advice would not help).
-        if let Some(url) = &params.resturl
-            && self.backends.name_of_url(url).is_none()
-        {
-            VolumeId::check_backend(&BackendRef::Url(url.clone()))
-                .map_err(|e| Error::invalid(e.to_string()))?;
-        }
-        let creds = class_credentials(&params, &req.secrets, &self.secrets).await?;
-        let target = self
-            .backends
-            .for_class(
-                params.resturl.as_deref(),
-                creds,
-                !req.secrets.is_empty(),
-                no_default_for_class,
-            )
-            .await?;
-        VolumeId::check_backend(&target.reference).map_err(|e| Error::invalid(e.to_string()))?;
-        let heketi_name = names::heketi_name(&req.name, params.name_prefix.as_deref());
-        let guard = lock(
-            &self.locks,
-            &format!("create/{}", req.name),
-            &format!("volume name {:?}", req.name),
-        )?;
-        let plan = CreatePlan {
-            csi_name: req.name,
-            heketi_name,
-            want_gib,
-            limit_bytes: u64::try_from(range.limit_bytes).unwrap_or(0),
-            params,
-            source,
-            content_source: req.volume_content_source,
-        };
-        let this = Arc::clone(&self);
-        detached(guard, async move { this.create_locked(target, plan).await }).await
-    }
-
-    async fn create_locked(&self, target: Target, plan: CreatePlan) -> Result<Volume> {
-        let existing = self.lookup(&target, &plan.heketi_name).await?;
-        if let Some(info) = existing {
-            let info = self.reuse(&target, &plan, info).await?;
-            tracing::info!(
-                heketi_id = %info.id,
-                heketi_name = %info.name,
-                size_gib = info.size,
-                "volume already exists"
-            );
-            return Self::volume(&target.reference, &info, plan.content_source);
-        }
-        let permit = target.permit().await?;
-        let info = match &plan.source {
-            None => self.make_new(&target, &plan).await?,
-            Some(src) => self.make_clone(&target, &plan, src).await?,
-        };
-        drop(permit);
-        tracing::info!(
-            heketi_id = %info.id,
-            heketi_name = %info.name,
-            size_gib = info.size,
-            gid = info.gid,
-            backend = %target.url(),
-            "volume created"
-        );
-        Self::volume(&target.reference, &info, plan.content_source)
-    }
-
-    /// The volume named `heketi_name` (read fresh from Heketi) if there is one.
-    async fn lookup(
-        &self,
-        target: &Target,
-        heketi_name: &str,
-    ) -> Result<Option<VolumeInfoResponse>> {
-        let by_name = |vols: &std::collections::BTreeMap<String, Summary>| {
-            vols.values()
-                .find(|s| s.name == heketi_name)
-                .map(|s| s.id.clone())
-        };
-        self.find(target, by_name).await
     }
 
     /// The volume `pick` chooses from the index (read fresh from Heketi), if any.
@@ -511,227 +403,6 @@ impl Inner {
         }
     }
 
-    /// An existing volume with the requested name: the same volume when compatible, an
-    /// interrupted clone completed, otherwise ALREADY_EXISTS.
-    async fn reuse(
-        &self,
-        target: &Target,
-        plan: &CreatePlan,
-        info: VolumeInfoResponse,
-    ) -> Result<VolumeInfoResponse> {
-        let have = VolumeType::from_durability(&info.durability);
-        let too_big = plan.limit_bytes > 0 && info.size.saturating_mul(GIB) > plan.limit_bytes;
-        let wrong_type = plan.source.is_none() && have != plan.params.volume_type;
-        let too_small = info.size < plan.want_gib;
-        if too_big || wrong_type || (too_small && plan.source.is_none()) {
-            let limit = match plan.limit_bytes {
-                0 => String::new(),
-                l => format!(" up to {l} bytes"),
-            };
-            return Err(Error::AlreadyExists(format!(
-                "a volume named {:?} already exists (Heketi volume {}, {} GiB, {have}) and does \
-                 not match this request ({} GiB{limit}, {}); use another name or the same \
-                 parameters",
-                plan.csi_name, info.id, info.size, plan.want_gib, plan.params.volume_type
-            )));
-        }
-        if too_small {
-            // A clone whose expansion did not happen (the controller stopped in between).
-            let _permit = target.permit().await?;
-            return self.expand_to(target, &info, plan.want_gib).await;
-        }
-        Ok(info)
-    }
-
-    async fn make_new(&self, target: &Target, plan: &CreatePlan) -> Result<VolumeInfoResponse> {
-        let range = plan.params.gid_range;
-        let reservation =
-            target
-                .state
-                .index
-                .reserve_gid(&target.state.gids, range, &plan.heketi_name);
-        let reservation = reservation.ok_or_else(|| {
-            Error::ResourceExhausted(format!(
-                "no free gid in gidMin..gidMax ({}..{}): every gid is used by a volume on {}; \
-                 widen the range in the StorageClass",
-                range.min,
-                range.max,
-                target.url()
-            ))
-        })?;
-        let request = VolumeCreateRequest {
-            size: plan.want_gib,
-            clusters: plan.params.clusters.clone(),
-            name: plan.heketi_name.clone(),
-            durability: plan.params.volume_type.durability(),
-            gid: i64::from(reservation.gid),
-            glustervolumeoptions: plan.params.volume_options.clone(),
-            block: false,
-            snapshot: SnapshotSettings {
-                enable: true,
-                factor: plan.params.snap_factor,
-            },
-        };
-        let result = target
-            .heketi("volume_create", target.client.volume_create(&request))
-            .await;
-        let info = match result {
-            Ok(info) => info,
-            Err(e) => {
-                let made_nothing = e.certainly_not_done();
-                let failure = Error::heketi(
-                    format!(
-                        "creating volume {} ({} GiB, {}) on {}",
-                        plan.heketi_name,
-                        plan.want_gib,
-                        plan.params.volume_type,
-                        target.url()
-                    ),
-                    e,
-                );
-                let outcome = self.after_failed_create(target, plan, failure).await;
-                // Found after all, the volume is in the index now; certainly failed, nothing
-                // carries the gid. Otherwise Heketi may still make the volume with it.
-                if outcome.is_ok() || made_nothing {
-                    reservation.release();
-                } else {
-                    reservation.keep_unsettled();
-                }
-                return outcome;
-            }
-        };
-        target.state.index.insert(Summary::from_info(&info));
-        reservation.release();
-        Ok(info)
-    }
-
-    /// A create or clone failed: if the name is taken (another controller, or our own earlier
-    /// attempt that Heketi finished after all) use that volume; otherwise report the failure.
-    async fn after_failed_create(
-        &self,
-        target: &Target,
-        plan: &CreatePlan,
-        failure: Error,
-    ) -> Result<VolumeInfoResponse> {
-        let name_in_use =
-            matches!(&failure, Error::Heketi { source, .. } if source.is_name_in_use());
-        let outcome_unknown = matches!(
-            failure.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal
-        );
-        if !name_in_use && !outcome_unknown {
-            return Err(failure);
-        }
-        match self.lookup(target, &plan.heketi_name).await {
-            Ok(Some(info)) => {
-                tracing::info!(heketi_id = %info.id, "the volume exists after all");
-                self.reuse(target, plan, info).await
-            }
-            Ok(None) if name_in_use => Err(Error::Aborted(format!(
-                "Heketi is still creating volume {} for {:?} (started by an earlier call); \
-                 retry later",
-                plan.heketi_name, plan.csi_name
-            ))),
-            Ok(None) => Err(failure),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check whether the failed create left a volume");
-                Err(failure)
-            }
-        }
-    }
-
-    async fn make_clone(
-        &self,
-        target: &Target,
-        plan: &CreatePlan,
-        source: &CloneSource,
-    ) -> Result<VolumeInfoResponse> {
-        let what = &source.what;
-        let missing = || Error::NotFound(format!("{what} does not exist"));
-        let src = &source.id;
-        let src_backend = self.backends.canonical(&src.backend);
-        if src_backend.as_ref() != Some(&target.reference) {
-            let on = src_backend.unwrap_or_else(|| src.backend.clone());
-            return Err(Error::invalid(format!(
-                "{what} is on {on}, not on {} where the StorageClass creates volumes; clone \
-                 or restore within one Heketi (a StorageClass whose resturl is that backend's)",
-                target.reference
-            )));
-        }
-        let src_info = match target
-            .heketi("volume_info", target.client.volume_info(&src.heketi_id))
-            .await
-        {
-            Ok(i) => i,
-            Err(e) if e.is_not_found() => return Err(missing()),
-            Err(e) => {
-                return Err(Error::heketi(
-                    format!("reading {what} ({}) on {}", src.heketi_id, target.url()),
-                    e,
-                ));
-            }
-        };
-        if source.snapshot {
-            snapshots::check_is_snapshot(&src_info, what)?;
-        }
-        if plan.limit_bytes > 0 && src_info.size.saturating_mul(GIB) > plan.limit_bytes {
-            return Err(Error::OutOfRange(format!(
-                "{what} is {} GiB, above limit_bytes {}; a clone or restore is at least as \
-                 large as its source",
-                src_info.size, plan.limit_bytes
-            )));
-        }
-        let request = VolumeCloneRequest {
-            name: plan.heketi_name.clone(),
-            ..Default::default()
-        };
-        let clone = match target
-            .heketi(
-                "volume_clone",
-                target.client.volume_clone(&src.heketi_id, &request),
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) if e.is_not_found() => return Err(missing()),
-            Err(e) => {
-                let failure = Error::heketi(
-                    format!(
-                        "cloning volume {} as {} on {}",
-                        src.heketi_id,
-                        plan.heketi_name,
-                        target.url()
-                    ),
-                    e,
-                );
-                return self.after_failed_create(target, plan, failure).await;
-            }
-        };
-        target.state.index.insert(Summary::from_info(&clone));
-        if clone.size >= plan.want_gib {
-            return Ok(clone);
-        }
-        match self.expand_to(target, &clone, plan.want_gib).await {
-            Ok(grown) => Ok(grown),
-            Err(e) => {
-                // Leave nothing behind: the clone is not what was asked for.
-                match target
-                    .heketi("volume_delete", target.client.volume_delete(&clone.id))
-                    .await
-                {
-                    Ok(()) => target.state.index.remove(&clone.id),
-                    Err(d) if d.is_not_found() => target.state.index.remove(&clone.id),
-                    Err(d) => tracing::error!(
-                        heketi_id = %clone.id,
-                        error = %d,
-                        "cannot delete the clone whose expansion failed; a retry finds it"
-                    ),
-                }
-                Err(e)
-            }
-        }
-    }
-
     /// Grows `info` to `want_gib` (the caller holds a permit).
     async fn expand_to(
         &self,
@@ -772,33 +443,14 @@ impl Inner {
             tracing::info!("not a volume id of this driver; nothing to delete");
             return Ok(());
         };
-        let creds = Credentials::from_secrets(&req.secrets)?;
-        let guard = lock(
-            &self.locks,
-            &format!("volume/{}", req.volume_id),
-            &format!("volume {}", req.volume_id),
-        )?;
-        let target = self
-            .backends
-            .for_volume(&id.backend, creds, no_default_for_volume)
-            .await?;
+        let (guard, target) = self.lock_volume(&id, &req.volume_id, &req.secrets).await?;
         detached(guard, async move {
             let _permit = target.permit().await?;
-            match target
-                .heketi("volume_delete", target.client.volume_delete(&id.heketi_id))
-                .await
-            {
-                Ok(()) => tracing::info!(heketi_id = %id.heketi_id, "volume deleted"),
-                Err(e) if e.is_not_found() => {
-                    confirm_gone(&target, &id).await?;
-                    tracing::info!(heketi_id = %id.heketi_id, "volume already gone");
-                }
-                Err(e) => {
-                    return Err(Error::heketi(
-                        format!("deleting volume {} on {}", id.heketi_id, target.url()),
-                        e,
-                    ));
-                }
+            if heketi_delete(&target, &id.heketi_id, "volume").await? {
+                tracing::info!(heketi_id = %id.heketi_id, "volume deleted");
+            } else {
+                confirm_gone(&target, &id).await?;
+                tracing::info!(heketi_id = %id.heketi_id, "volume already gone");
             }
             target.state.index.remove(&id.heketi_id);
             Ok(())
@@ -821,16 +473,7 @@ impl Inner {
             return Err(Error::invalid(format!("volume_capability: {why}")));
         }
         let id = parse_existing_id(&req.volume_id)?;
-        let creds = Credentials::from_secrets(&req.secrets)?;
-        let guard = lock(
-            &self.locks,
-            &format!("volume/{}", req.volume_id),
-            &format!("volume {}", req.volume_id),
-        )?;
-        let target = self
-            .backends
-            .for_volume(&id.backend, creds, no_default_for_volume)
-            .await?;
+        let (guard, target) = self.lock_volume(&id, &req.volume_id, &req.secrets).await?;
         let this = Arc::clone(&self);
         detached(guard, async move {
             let info = this.read_volume(&target, &id).await?;
@@ -956,26 +599,11 @@ impl Inner {
             .index
             .catch_up(&target.client, &target.metrics)
             .await?;
-        let (page, more) = target.state.index.with(|vols| {
-            let start = match &after {
-                Some(id) => Bound::Excluded(id.clone()),
-                None => Bound::Unbounded,
-            };
-            let mut ours = vols
-                .range((start, Bound::Unbounded))
-                .map(|(_, s)| s)
-                .filter(|s| names::is_driver_volume(&s.name));
-            let page: Vec<Summary> = match max {
-                0 => ours.by_ref().cloned().collect(),
-                n => ours.by_ref().take(n).cloned().collect(),
-            };
-            let more = ours.next().is_some();
-            (page, more)
+        let (page, next_token) = target.state.index.with(|vols| {
+            paging::page(vols, after.as_deref(), max, |s| {
+                names::is_driver_volume(&s.name).then(|| s.clone())
+            })
         });
-        let next_token = match (more, page.last()) {
-            (true, Some(last)) => paging::encode(&last.id),
-            _ => String::new(),
-        };
         let mut entries = Vec::with_capacity(page.len());
         for s in page {
             let volume_id = VolumeId::new(target.reference.clone(), &s.id)
@@ -1078,187 +706,95 @@ impl Inner {
     }
 }
 
-fn respond<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
-    r.map(Response::new).map_err(Status::from)
+impl ControllerService {
+    /// Serves one call: `call` on the shared state, recorded in the metrics as `rpc`, answered
+    /// with `wrap` of its result or with the status of its error.
+    async fn serve<T, R, F>(
+        &self,
+        rpc: &'static str,
+        call: impl FnOnce(Arc<Inner>) -> F,
+        wrap: impl FnOnce(T) -> R,
+    ) -> std::result::Result<Response<R>, Status>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .metrics
+            .rpc(rpc, call(inner))
+            .await
+            .map(|t| Response::new(wrap(t)))
+            .map_err(Status::from)
+    }
 }
 
-#[tonic::async_trait]
-impl Controller for ControllerService {
-    async fn create_volume(
-        &self,
-        request: Request<CreateVolumeRequest>,
-    ) -> std::result::Result<Response<CreateVolumeResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        let r = self
-            .inner
-            .metrics
-            .rpc("CreateVolume", inner.create_volume(request.into_inner()))
-            .await
-            .map(|v| CreateVolumeResponse { volume: Some(v) });
-        respond(r)
-    }
+/// The answer of a call as it is.
+fn same<T>(t: T) -> T {
+    t
+}
 
-    async fn delete_volume(
-        &self,
-        request: Request<DeleteVolumeRequest>,
-    ) -> std::result::Result<Response<DeleteVolumeResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        let r = self
-            .inner
-            .metrics
-            .rpc("DeleteVolume", inner.delete_volume(request.into_inner()))
-            .await
-            .map(|()| DeleteVolumeResponse {});
-        respond(r)
-    }
+type Answer<T> = std::result::Result<Response<T>, Status>;
 
-    async fn validate_volume_capabilities(
-        &self,
-        request: Request<ValidateVolumeCapabilitiesRequest>,
-    ) -> std::result::Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        {
-            let inner = Arc::clone(&self.inner);
-            respond(
-                self.inner
-                    .metrics
-                    .rpc(
-                        "ValidateVolumeCapabilities",
-                        inner.validate(request.into_inner()),
-                    )
-                    .await,
-            )
+/// The tonic trait impl: each listed method hands its request to the `Inner` call named after
+/// `=>`, recorded in the metrics under the CSI name, and makes the response with the closure
+/// given last; `extra` holds the methods written out in full.
+macro_rules! controller_impl {
+    (
+        extra { $($extra:item)* }
+        $( $method:ident($req:ty) -> $resp:ty : $rpc:literal => $call:ident, $wrap:expr; )*
+    ) => {
+        #[tonic::async_trait]
+        impl Controller for ControllerService {
+            $(
+                async fn $method(&self, request: Request<$req>) -> Answer<$resp> {
+                    let req = request.into_inner();
+                    self.serve($rpc, |c| c.$call(req), $wrap).await
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+
+controller_impl! {
+    extra {
+        async fn controller_get_capabilities(
+            &self,
+            _request: Request<ControllerGetCapabilitiesRequest>,
+        ) -> Answer<ControllerGetCapabilitiesResponse> {
+            let capabilities = CAPABILITIES
+                .iter()
+                .map(|t| ControllerServiceCapability {
+                    r#type: Some(CapType::Rpc(Rpc { r#type: *t as i32 })),
+                })
+                .collect();
+            Ok(Response::new(ControllerGetCapabilitiesResponse {
+                capabilities,
+            }))
         }
     }
-
-    async fn list_volumes(
-        &self,
-        request: Request<ListVolumesRequest>,
-    ) -> std::result::Result<Response<ListVolumesResponse>, Status> {
-        {
-            let inner = Arc::clone(&self.inner);
-            respond(
-                self.inner
-                    .metrics
-                    .rpc("ListVolumes", inner.list_volumes(request.into_inner()))
-                    .await,
-            )
-        }
-    }
-
-    async fn get_capacity(
-        &self,
-        request: Request<GetCapacityRequest>,
-    ) -> std::result::Result<Response<GetCapacityResponse>, Status> {
-        {
-            let inner = Arc::clone(&self.inner);
-            respond(
-                self.inner
-                    .metrics
-                    .rpc("GetCapacity", inner.get_capacity(request.into_inner()))
-                    .await,
-            )
-        }
-    }
-
-    async fn controller_get_capabilities(
-        &self,
-        _request: Request<ControllerGetCapabilitiesRequest>,
-    ) -> std::result::Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        let capabilities = CAPABILITIES
-            .iter()
-            .map(|t| ControllerServiceCapability {
-                r#type: Some(CapType::Rpc(Rpc { r#type: *t as i32 })),
-            })
-            .collect();
-        Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities,
-        }))
-    }
-
-    async fn controller_expand_volume(
-        &self,
-        request: Request<ControllerExpandVolumeRequest>,
-    ) -> std::result::Result<Response<ControllerExpandVolumeResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        let r = self
-            .inner
-            .metrics
-            .rpc(
-                "ControllerExpandVolume",
-                inner.expand_volume(request.into_inner()),
-            )
-            .await
-            .map(|capacity_bytes| ControllerExpandVolumeResponse {
-                capacity_bytes,
-                node_expansion_required: false,
-            });
-        respond(r)
-    }
-
-    async fn create_snapshot(
-        &self,
-        request: Request<CreateSnapshotRequest>,
-    ) -> std::result::Result<Response<CreateSnapshotResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        let r = self
-            .inner
-            .metrics
-            .rpc(
-                "CreateSnapshot",
-                inner.create_snapshot(request.into_inner()),
-            )
-            .await
-            .map(|s| CreateSnapshotResponse { snapshot: Some(s) });
-        respond(r)
-    }
-
-    async fn delete_snapshot(
-        &self,
-        request: Request<DeleteSnapshotRequest>,
-    ) -> std::result::Result<Response<DeleteSnapshotResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        let r = self
-            .inner
-            .metrics
-            .rpc(
-                "DeleteSnapshot",
-                inner.delete_snapshot(request.into_inner()),
-            )
-            .await
-            .map(|()| DeleteSnapshotResponse {});
-        respond(r)
-    }
-
-    async fn list_snapshots(
-        &self,
-        request: Request<ListSnapshotsRequest>,
-    ) -> std::result::Result<Response<ListSnapshotsResponse>, Status> {
-        let inner = Arc::clone(&self.inner);
-        respond(
-            self.inner
-                .metrics
-                .rpc("ListSnapshots", inner.list_snapshots(request.into_inner()))
-                .await,
-        )
-    }
-
-    async fn controller_get_volume(
-        &self,
-        request: Request<ControllerGetVolumeRequest>,
-    ) -> std::result::Result<Response<ControllerGetVolumeResponse>, Status> {
-        {
-            let inner = Arc::clone(&self.inner);
-            respond(
-                self.inner
-                    .metrics
-                    .rpc(
-                        "ControllerGetVolume",
-                        inner.get_volume(request.into_inner()),
-                    )
-                    .await,
-            )
-        }
-    }
+    create_volume(CreateVolumeRequest) -> CreateVolumeResponse : "CreateVolume" => create_volume,
+        |v| CreateVolumeResponse { volume: Some(v) };
+    delete_volume(DeleteVolumeRequest) -> DeleteVolumeResponse : "DeleteVolume" => delete_volume,
+        |()| DeleteVolumeResponse {};
+    validate_volume_capabilities(ValidateVolumeCapabilitiesRequest)
+        -> ValidateVolumeCapabilitiesResponse : "ValidateVolumeCapabilities" => validate, same;
+    list_volumes(ListVolumesRequest) -> ListVolumesResponse : "ListVolumes" => list_volumes, same;
+    get_capacity(GetCapacityRequest) -> GetCapacityResponse : "GetCapacity" => get_capacity, same;
+    controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse
+        : "ControllerExpandVolume" => expand_volume,
+        |capacity_bytes| ControllerExpandVolumeResponse {
+            capacity_bytes,
+            node_expansion_required: false,
+        };
+    create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse
+        : "CreateSnapshot" => create_snapshot, |s| CreateSnapshotResponse { snapshot: Some(s) };
+    delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse
+        : "DeleteSnapshot" => delete_snapshot, |()| DeleteSnapshotResponse {};
+    list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse
+        : "ListSnapshots" => list_snapshots, same;
+    controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse
+        : "ControllerGetVolume" => get_volume, same;
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! repeat nor skip a volume that exists throughout (a new volume shows up on a later page
 //! when its id sorts after the token).
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use crate::error::{Error, Result};
 
 const PREFIX: &str = "after-";
@@ -36,9 +39,60 @@ pub fn decode(token: &str) -> Result<Option<String>> {
     Ok(Some(id.to_owned()))
 }
 
+/// One page of `entries` (keyed and ordered by Heketi id): those after `after` that `pick`
+/// keeps, at most `max` of them (0: no limit), and the token of the next page (empty when
+/// nothing is left).
+pub fn page<V, T>(
+    entries: &BTreeMap<String, V>,
+    after: Option<&str>,
+    max: usize,
+    mut pick: impl FnMut(&V) -> Option<T>,
+) -> (Vec<T>, String) {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut kept = entries
+        .range::<str, _>((start, Bound::Unbounded))
+        .filter_map(|(id, v)| pick(v).map(|t| (id, t)));
+    let limit = if max == 0 { usize::MAX } else { max };
+    let mut page = Vec::new();
+    let mut last = None;
+    for (id, t) in kept.by_ref().take(limit) {
+        page.push(t);
+        last = Some(id);
+    }
+    let next_token = match (kept.next(), last) {
+        (Some(_), Some(last)) => encode(last),
+        _ => String::new(),
+    };
+    (page, next_token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_follow_the_ids_and_skip_what_pick_drops() {
+        let ids = ["0a", "1b", "2c", "3d", "4e"];
+        let entries: BTreeMap<String, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ((*id).to_owned(), i))
+            .collect();
+        let odd_out = |v: &usize| v.is_multiple_of(2).then_some(*v);
+        assert_eq!(
+            page(&entries, None, 0, odd_out),
+            (vec![0, 2, 4], String::new())
+        );
+        let (first, token) = page(&entries, None, 2, odd_out);
+        assert_eq!((first, token.as_str()), (vec![0, 2], "after-2c"));
+        let after = token.strip_prefix(PREFIX);
+        assert_eq!(page(&entries, after, 2, odd_out), (vec![4], String::new()));
+        // A full last page has no token when nothing that pick keeps follows it.
+        assert_eq!(
+            page(&entries, Some("1b"), 2, odd_out),
+            (vec![2, 4], String::new())
+        );
+    }
 
     #[test]
     fn round_trip_and_garbage() {

@@ -10,7 +10,6 @@
 //! [`super::CloneSource`]).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use csi_proto::prost_types::Timestamp;
@@ -20,7 +19,10 @@ use csi_proto::v1::{
 };
 use heketi_client::types::{VolumeCloneRequest, VolumeInfoResponse};
 
-use super::{Inner, confirm_gone, detached, lock, no_default_for_volume, refresh_index};
+use super::{
+    Inner, confirm_gone, delete_unwanted, detached, heketi_delete, no_default_for_volume,
+    refresh_index,
+};
 use crate::backend::Target;
 use crate::error::{Error, Result};
 use crate::index::Summary;
@@ -110,15 +112,13 @@ impl Inner {
                 req.source_volume_id
             ))
         })?;
-        let creds = Credentials::from_secrets(&req.secrets)?;
-        let guard = lock(
-            &self.locks,
-            &format!("snapshot/{}", req.name),
-            &format!("snapshot name {:?}", req.name),
-        )?;
-        let target = self
-            .backends
-            .for_volume(&source.backend, creds, no_default_for_volume)
+        let (guard, target) = self
+            .lock_backend(
+                &source.backend,
+                &req.secrets,
+                &format!("snapshot/{}", req.name),
+                &format!("snapshot name {:?}", req.name),
+            )
             .await?;
         let this = Arc::clone(&self);
         detached(guard, async move {
@@ -242,18 +242,10 @@ impl Inner {
             deleted = %made.id,
             "an earlier call made this snapshot after all; deleting the second copy"
         );
-        let _permit = target.permit().await.ok()?;
-        match target
-            .heketi("volume_delete", target.client.volume_delete(&made.id))
-            .await
-        {
-            Ok(()) => target.state.index.remove(&made.id),
-            Err(e) if e.is_not_found() => target.state.index.remove(&made.id),
-            Err(e) => tracing::error!(
-                heketi_id = %made.id,
-                error = %e,
-                "cannot delete the second copy of the snapshot; delete it by hand"
-            ),
+        let what = "the second copy of the snapshot";
+        match target.permit().await {
+            Ok(_permit) => delete_unwanted(target, &made.id, what, "delete it by hand").await,
+            Err(e) => tracing::error!(error = %e, "cannot delete {what}; delete it by hand"),
         }
         Some(oldest)
     }
@@ -276,15 +268,13 @@ impl Inner {
             tracing::info!("not a snapshot id of this driver; nothing to delete");
             return Ok(());
         };
-        let creds = Credentials::from_secrets(&req.secrets)?;
-        let guard = lock(
-            &self.locks,
-            &format!("volume/{}", req.snapshot_id),
-            &format!("snapshot {}", req.snapshot_id),
-        )?;
-        let target = self
-            .backends
-            .for_volume(&id.backend, creds, no_default_for_volume)
+        let (guard, target) = self
+            .lock_backend(
+                &id.backend,
+                &req.secrets,
+                &format!("volume/{}", req.snapshot_id),
+                &format!("snapshot {}", req.snapshot_id),
+            )
             .await?;
         detached(guard, async move {
             let info = match target
@@ -317,20 +307,10 @@ impl Inner {
                 )));
             }
             let _permit = target.permit().await?;
-            match target
-                .heketi("volume_delete", target.client.volume_delete(&info.id))
-                .await
-            {
-                Ok(()) => tracing::info!(heketi_id = %info.id, "snapshot deleted"),
-                Err(e) if e.is_not_found() => {
-                    tracing::info!(heketi_id = %info.id, "snapshot already gone");
-                }
-                Err(e) => {
-                    return Err(Error::heketi(
-                        format!("deleting snapshot {} on {}", info.id, target.url()),
-                        e,
-                    ));
-                }
+            if heketi_delete(&target, &info.id, "snapshot").await? {
+                tracing::info!(heketi_id = %info.id, "snapshot deleted");
+            } else {
+                tracing::info!(heketi_id = %info.id, "snapshot already gone");
             }
             target.state.index.remove(&info.id);
             Ok(())
@@ -389,25 +369,11 @@ impl Inner {
             let source_ok = only_source.as_ref().is_none_or(|src| *src == name.source);
             (id_ok && source_ok).then_some(name)
         };
-        let (page, more) = target.state.index.with(|vols| {
-            let start = match &after {
-                Some(id) => Bound::Excluded(id.clone()),
-                None => Bound::Unbounded,
-            };
-            let mut ours = vols
-                .range((start, Bound::Unbounded))
-                .filter_map(|(_, s)| wanted(s).map(|n| (s.clone(), n)));
-            let page: Vec<(Summary, SnapshotName)> = match max {
-                0 => ours.by_ref().collect(),
-                n => ours.by_ref().take(n).collect(),
-            };
-            let more = ours.next().is_some();
-            (page, more)
+        let (page, next_token) = target.state.index.with(|vols| {
+            paging::page(vols, after.as_deref(), max, |s| {
+                wanted(s).map(|n| (s.clone(), n))
+            })
         });
-        let next_token = match (more, page.last()) {
-            (true, Some((last, _))) => paging::encode(&last.id),
-            _ => String::new(),
-        };
         let entries = page
             .iter()
             .map(|(s, n)| {
