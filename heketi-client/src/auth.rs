@@ -63,7 +63,8 @@ impl Claims {
     }
 }
 
-/// The `qsh` claim: lowercase hex SHA-256 of `METHOD&path`.
+/// The `qsh` claim: lowercase hex SHA-256 of `METHOD&path`. heketi-server checks tokens
+/// against this same function.
 ///
 /// # Example
 /// ```no_run
@@ -122,6 +123,11 @@ mod tests {
                 "POST",
                 "/volumes/0123456789abcdef0123456789abcdef/expand",
                 "6f1c70e03e027b02bcd64f580451973b44d68727d96c12cc0701b1e46af62cc1",
+            ),
+            (
+                "POST",
+                "/volumes",
+                "3a9831a9908924e3f78fe948585f41849e92724522f5153cb91aff7f8ea48eac",
             ),
             (
                 "GET",

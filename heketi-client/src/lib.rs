@@ -59,21 +59,25 @@
 
 pub mod auth;
 mod backoff;
+mod builder;
 mod client;
 mod clusters;
 mod devices;
 mod error;
 mod nodes;
+mod operations;
 #[cfg(test)]
 mod proptests;
 mod retry;
 mod topology;
+mod transport;
 pub mod types;
 mod volumes;
 
-pub use client::{
-    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_OPERATION_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER,
+pub use builder::{
+    ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_OPERATION_DEADLINE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER,
 };
+pub use client::Client;
 pub use error::{Error, MAX_MESSAGE_BYTES, Result};
 pub use retry::{RetryEvent, RetryObserver, RetryReason, route_class};

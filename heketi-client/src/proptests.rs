@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
-use crate::client::Reply;
 use crate::error::api_error;
+use crate::transport::Reply;
 use crate::types::{
     BrickInfo, ClusterInfoResponse, ClusterListResponse, DeviceInfoResponse, GlusterFsMount,
     NodeInfoResponse, SnapshotSettings, TopologyInfoResponse, VolumeDurabilityInfo,

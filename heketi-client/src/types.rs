@@ -156,7 +156,8 @@ pub struct DeviceInfoResponse {
     pub storage: StorageSize,
     /// Device id.
     pub id: String,
-    /// Other paths naming the device.
+    /// Paths naming the device. Heketi v10 records them when it sets a device up (its udev
+    /// aliases, or the device name alone), so a device it added has the key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     /// LVM physical volume UUID where there is one.
@@ -625,17 +626,19 @@ pub struct VolumeInfoResponse {
     /// Redundancy.
     #[serde(default)]
     pub durability: VolumeDurabilityInfo,
-    /// Group owning the volume root.
-    #[serde(default)]
+    /// Group owning the volume root (0: none; left out of the JSON then, as Heketi does).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub gid: i64,
-    /// Options applied with `gluster volume set`.
-    #[serde(default)]
+    /// Options applied with `gluster volume set` (left out of the JSON when empty, as Heketi
+    /// does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub glustervolumeoptions: Vec<String>,
     /// Snapshot reserve.
     #[serde(default)]
     pub snapshot: SnapshotSettings,
-    /// Block-hosting volume.
-    #[serde(default)]
+    /// Block-hosting volume. Heketi sends the key only when true, so a file volume's reply
+    /// has no `block`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub block: bool,
     /// How to mount it.
     #[serde(default)]
@@ -731,6 +734,30 @@ mod tests {
             serde_json::from_str(r#"{"type":"","replicate":{},"disperse":{}}"#)
                 .unwrap_or_else(|_| VolumeDurabilityInfo::replicate(9));
         assert_eq!(d.kind, DurabilityType::None);
+    }
+
+    /// Heketi v10 leaves out `gid`, `glustervolumeoptions` and `block` when they are zero, empty
+    /// or false (`omitempty`). The whole key sets are checked on heketi-server's replies in the
+    /// heketi_server suite.
+    #[test]
+    fn volume_info_leaves_out_unset_omitempty_keys() {
+        let omitempty = ["block", "gid", "glustervolumeoptions"];
+        let file = serde_json::to_value(VolumeInfoResponse::default()).unwrap_or_default();
+        for k in omitempty {
+            assert!(file.get(k).is_none(), "{k} in {file}");
+        }
+        assert_eq!(file["blockinfo"], serde_json::json!({}));
+
+        let set = VolumeInfoResponse {
+            gid: 2001,
+            glustervolumeoptions: vec!["network.ping-timeout 20".into()],
+            block: true,
+            ..Default::default()
+        };
+        let set = serde_json::to_value(set).unwrap_or_default();
+        for k in omitempty {
+            assert!(set.get(k).is_some(), "{k} missing from {set}");
+        }
     }
 
     #[test]

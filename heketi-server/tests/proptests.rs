@@ -3,8 +3,9 @@
 //! one of Heketi's [`AuthError`]s with Heketi's status code (400 for a malformed header, 401
 //! otherwise). Tokens are built with `jsonwebtoken`, as another client would.
 
+use heketi_client::auth::qsh;
 use heketi_server::config::AuthKeys;
-use heketi_server::jwt::{AuthError, IAT_LEEWAY_SECS, Issuer, authenticate, qsh};
+use heketi_server::jwt::{AuthError, IAT_LEEWAY_SECS, Issuer, authenticate};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use proptest::prelude::*;
 use secrecy::SecretString;

@@ -1,6 +1,7 @@
 //! heketi-server against real glusterd: the Heketi REST contract (routes, status codes, headers,
-//! plain-text errors, JWT), real volumes (bricks on distinct hosts, quota size in `df`, group
-//! ownership, expand, clone, delete), throttling, and crash recovery after `kill -9`.
+//! plain-text errors, JWT, the exact keys of Heketi v10's replies), real volumes (bricks on
+//! distinct hosts, quota size in `df`, group ownership, expand, clone, delete), throttling, and
+//! crash recovery after `kill -9`.
 //!
 //! One testbed (four Gluster hosts, no heketi-server of its own) serves every trial. Each trial
 //! runs its own heketi-server process (own state directory, port and device subdirectories) so
@@ -561,6 +562,89 @@ impl Server {
     }
 }
 
+// Heketi v10's reply shapes (`pkg/glusterfs/api/types.go`): the exact keys of each object, so
+// that a key Heketi does not send, or one it sends and we forgot, fails a trial. Keys Heketi
+// leaves out when unset (`omitempty`) are passed by the caller when the object has them.
+
+/// Keys of a volume reply (create, info, expand) that Heketi always sends; `gid` and
+/// `glustervolumeoptions` come only when set, `block` only for a block-hosting volume.
+const VOLUME_KEYS: &[&str] = &[
+    "blockinfo",
+    "bricks",
+    "cluster",
+    "durability",
+    "id",
+    "mount",
+    "name",
+    "size",
+    "snapshot",
+];
+/// Keys of a node reply; `tags` comes only when set.
+const NODE_KEYS: &[&str] = &["cluster", "devices", "hostnames", "id", "state", "zone"];
+/// Keys of a device, alone or inside a node reply; `tags` and `pv_uuid` come only when set.
+/// `paths` is there for every device Heketi v10 set up: the device's udev aliases, or its name.
+const DEVICE_KEYS: &[&str] = &["bricks", "id", "name", "paths", "state", "storage"];
+const BRICK_KEYS: &[&str] = &["device", "id", "node", "path", "size", "volume"];
+
+fn ensure_keys(what: &str, v: &Value, want: &[&str]) -> Result<()> {
+    let got: BTreeSet<&str> = v
+        .as_object()
+        .with_context(|| format!("{what} is not an object: {v}"))?
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: BTreeSet<&str> = want.iter().copied().collect();
+    ensure!(
+        got == want,
+        "{what}: keys {got:?}, Heketi v10 sends {want:?}"
+    );
+    Ok(())
+}
+
+/// A volume reply has Heketi's keys, nested objects included; `set` names the `omitempty` keys
+/// this volume has a value for.
+fn ensure_volume_shape(v: &Value, set: &[&str]) -> Result<()> {
+    let top: Vec<&str> = VOLUME_KEYS.iter().chain(set).copied().collect();
+    ensure_keys("volume", v, &top)?;
+    ensure_keys(
+        "durability",
+        &v["durability"],
+        &["disperse", "replicate", "type"],
+    )?;
+    ensure_keys("snapshot", &v["snapshot"], &["enable", "factor"])?;
+    ensure_keys("mount", &v["mount"], &["glusterfs"])?;
+    ensure_keys(
+        "mount.glusterfs",
+        &v["mount"]["glusterfs"],
+        &["device", "hosts", "options"],
+    )?;
+    ensure_keys("blockinfo", &v["blockinfo"], &[])?;
+    ensure_bricks_shape(&v["bricks"])
+}
+
+/// A node reply has Heketi's keys, its devices and their bricks included.
+fn ensure_node_shape(n: &Value) -> Result<()> {
+    ensure_keys("node", n, NODE_KEYS)?;
+    ensure_keys("node.hostnames", &n["hostnames"], &["manage", "storage"])?;
+    let devices = n["devices"].as_array().context("node.devices")?;
+    ensure!(!devices.is_empty(), "a node of the topology has its device");
+    devices.iter().try_for_each(ensure_device_shape)
+}
+
+fn ensure_device_shape(d: &Value) -> Result<()> {
+    ensure_keys("device", d, DEVICE_KEYS)?;
+    ensure_keys("device.storage", &d["storage"], &["free", "total", "used"])?;
+    ensure_bricks_shape(&d["bricks"])
+}
+
+fn ensure_bricks_shape(bricks: &Value) -> Result<()> {
+    bricks
+        .as_array()
+        .context("bricks is not an array")?
+        .iter()
+        .try_for_each(|b| ensure_keys("brick", b, BRICK_KEYS))
+}
+
 /// `gluster volume info NAME`: (status, bricks).
 async fn gluster_info(tb: &Testbed, name: &str) -> Result<(String, Vec<String>)> {
     let out = tb.gluster(0, &["volume", "info", name]).await?;
@@ -796,10 +880,14 @@ async fn node_and_device_routes(tb: Arc<Testbed>) -> Result<()> {
     let t = s.load_topology().await?;
     let addr0 = tb.hosts()[0].address.to_string();
 
-    let node: NodeInfoResponse = s.get_json(&format!("/nodes/{}", t.nodes[0])).await?;
+    let raw: Value = s.get_json(&format!("/nodes/{}", t.nodes[0])).await?;
+    ensure_node_shape(&raw)?;
+    let node: NodeInfoResponse = serde_json::from_value(raw)?;
     ensure!(node.hostnames.storage == vec![addr0.clone()] && node.cluster_id == t.cluster);
     ensure!(node.devices.len() == 1 && node.devices[0].id == t.devices[0]);
-    let dev: DeviceInfoResponse = s.get_json(&format!("/devices/{}", t.devices[0])).await?;
+    let raw: Value = s.get_json(&format!("/devices/{}", t.devices[0])).await?;
+    ensure_device_shape(&raw)?;
+    let dev: DeviceInfoResponse = serde_json::from_value(raw)?;
     ensure!(
         dev.storage.total == DEVICE_KIB && dev.storage.free == DEVICE_KIB && dev.storage.used == 0,
         "{:?}",
@@ -992,7 +1080,9 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
         "a create is pending at least once while Gluster works"
     );
     ensure!(done.status == 303, "{done:?}");
-    let vol: VolumeInfoResponse = s.get_json(&done.location()?).await?;
+    let raw: Value = s.get_json(&done.location()?).await?;
+    ensure_volume_shape(&raw, &["gid", "glustervolumeoptions"])?;
+    let vol: VolumeInfoResponse = serde_json::from_value(raw)?;
     ensure!(vol.name == "hs_r3" && vol.size == 1 && vol.gid == 2001 && vol.cluster == t.cluster);
 
     // Three bricks on three different hosts, as Gluster itself reports them.
@@ -1070,7 +1160,13 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
 async fn expand_shows_in_df_and_accounting(tb: Arc<Testbed>) -> Result<()> {
     let s = Server::start(&tb, "expand", &[]).await?;
     let t = s.load_topology().await?;
-    let vol = s.create_volume(replica3(1)).await?;
+    // No gid, no options: Heketi's reply has neither key (nor `block`).
+    let loc = s
+        .call_303("POST", "/volumes", Some(&replica3(1).to_string()))
+        .await?;
+    let raw: Value = s.get_json(&loc).await?;
+    ensure_volume_shape(&raw, &[])?;
+    let vol: VolumeInfoResponse = serde_json::from_value(raw)?;
     let loc = s
         .call_303(
             "POST",
@@ -1079,7 +1175,9 @@ async fn expand_shows_in_df_and_accounting(tb: Arc<Testbed>) -> Result<()> {
         )
         .await?;
     ensure!(loc == format!("/volumes/{}", vol.id), "{loc}");
-    let after: VolumeInfoResponse = s.get_json(&loc).await?;
+    let raw: Value = s.get_json(&loc).await?;
+    ensure_volume_shape(&raw, &[])?;
+    let after: VolumeInfoResponse = serde_json::from_value(raw)?;
     ensure!(after.size == 3 && after.bricks.iter().all(|b| b.size == 3 * 1024 * 1024));
     for d in &t.devices {
         let dev: DeviceInfoResponse = s.get_json(&format!("/devices/{d}")).await?;
