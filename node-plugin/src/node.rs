@@ -59,8 +59,6 @@ use crate::spawn::ClientLauncher;
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dead client's leftover processes get to exit before a remount.
 const STALE_CLIENT_WAIT: Duration = Duration::from_secs(3);
-/// Lines of the client log quoted in a mount error.
-const LOG_TAIL_LINES: usize = 5;
 
 /// The Node service.
 pub struct NodeService {
@@ -293,7 +291,7 @@ impl NodeService {
             .launcher
             .mount_glusterfs(&source, staging, &opts)
             .await?;
-        if first.success {
+        if first.command.success {
             return Ok(());
         }
         let last = if auto {
@@ -303,7 +301,7 @@ impl NodeService {
                 .launcher
                 .mount_glusterfs(&source, staging, &opts)
                 .await?;
-            if second.success {
+            if second.command.success {
                 tracing::warn!(
                     "the Gluster client refused auto_unmount; mounting without it from now on"
                 );
@@ -315,7 +313,7 @@ impl NodeService {
             first
         };
         self.clean_failed_mount(staging).await;
-        let mut tail = logs::tail_async(&log, log_start, LOG_TAIL_LINES).await;
+        let mut tail = logs::tail_async(&log, log_start, logs::TAIL_LINES).await;
         if tail.is_empty() {
             // The mount agent read the log where it ran the mount.
             tail = last.log_tail.clone();
@@ -325,11 +323,11 @@ impl NodeService {
             target: staging.to_path_buf(),
             detail: format!(
                 "{}; output: {}; client log {}: {}",
-                last.status,
-                if last.output.is_empty() {
+                last.command.status,
+                if last.command.output.is_empty() {
                     "(none)"
                 } else {
-                    &last.output
+                    &last.command.output
                 },
                 log.display(),
                 if tail.is_empty() {
