@@ -13,9 +13,9 @@
 //! - **NodeGetVolumeStats** reports bytes and inodes from `statvfs`, and VOLUME_CONDITION
 //!   abnormal, with the cause, when the mount is degraded or dead.
 //!
-//! Healthy, degraded or dead is decided in one place, [`crate::condition`]: a mount whose
-//! client still runs is degraded, never remounted nor its client killed; stage and publish
-//! then answer UNAVAILABLE.
+//! Healthy, degraded or dead, and what follows from it, is decided in one place,
+//! [`crate::condition`] ([`condition::repair`]): a mount whose client still runs is degraded,
+//! never remounted nor its client killed; stage and publish then answer UNAVAILABLE.
 //!
 //! No decision depends on memory: each call reads `/proc/self/mountinfo`, so a restarted plugin
 //! carries on with the mounts an earlier one made. Calls on the same volume or path are
@@ -44,7 +44,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Config;
 use crate::clients::{self, ProcessView};
-use crate::condition::{self, Condition, Inspector};
+use crate::condition::{self, Condition, Inspector, Repair};
 use crate::context::VolumeContext;
 use crate::error::Error;
 use crate::logs;
@@ -232,14 +232,13 @@ impl NodeService {
         let table = mounter::mount_table().await?;
         if let Some(m) = table.at(staging) {
             check_same_volume(m, staging, &ctx.volume)?;
-            match self.inspector.assess(&table, m).await {
-                Condition::Healthy(_) => {
+            match condition::repair(self.inspector.assess(&table, m).await, volume_id, m)? {
+                Repair::Keep => {
                     tracing::debug!("already staged");
                     self.records.put(volume_id, &ctx.volume).await?;
                     return Ok(m.clone());
                 }
-                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
-                Condition::Dead(cause) => {
+                Repair::Remount(cause) => {
                     tracing::warn!(reason = %cause, "staging mount is dead; remounting");
                     mounter::unmount_all(staging).await?;
                 }
@@ -420,18 +419,16 @@ impl NodeService {
             }
             if t.is_glusterfs() && t.gluster_volume() == staged.gluster_volume() {
                 // Bound to another FUSE connection of the volume: an earlier mount.
-                match self.inspector.assess(&table, t).await {
-                    Condition::Dead(cause) => {
+                match condition::repair(self.inspector.assess(&table, t).await, &req.volume_id, t)?
+                {
+                    Repair::Remount(cause) => {
                         tracing::warn!(
                             target = %target.display(), reason = %cause,
                             "target is bound to an earlier, dead mount of this volume; rebinding"
                         );
                         mounter::unmount_all(&target).await?;
                     }
-                    Condition::Degraded(cause) => {
-                        return Err(degraded(&req.volume_id, t, &cause));
-                    }
-                    Condition::Healthy(_) if t.read_only() == read_only => {
+                    Repair::Keep if t.read_only() == read_only => {
                         tracing::info!(
                             target = %target.display(),
                             "already published from an earlier mount of this volume that still \
@@ -439,7 +436,7 @@ impl NodeService {
                         );
                         return Ok(());
                     }
-                    Condition::Healthy(_) => {
+                    Repair::Keep => {
                         return Err(Error::AlreadyExists(format!(
                             "{} is already published {} from an earlier mount of the volume; \
                              unpublish it first",
@@ -513,10 +510,9 @@ impl NodeService {
                     m.fstype
                 )));
             }
-            match self.inspector.assess(&table, m).await {
-                Condition::Healthy(_) => return Ok(m.clone()),
-                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
-                Condition::Dead(cause) => {
+            match condition::repair(self.inspector.assess(&table, m).await, volume_id, m)? {
+                Repair::Keep => return Ok(m.clone()),
+                Repair::Remount(cause) => {
                     let ctx = VolumeContext::from_map(context)?;
                     check_same_volume(m, staging, &ctx.volume)?;
                     tracing::warn!(reason = %cause, "staging mount is dead; remounting it before publishing");
@@ -587,15 +583,6 @@ impl NodeService {
         let condition = self.inspector.assess(&table, mount).await;
         Ok(stats_response(&condition))
     }
-}
-
-/// The error of a stage or publish that found the volume's mount degraded.
-fn degraded(volume_id: &str, m: &MountInfo, cause: &str) -> Error {
-    Error::Unavailable(format!(
-        "volume {volume_id} (Gluster volume {}) is degraded; its mount is left alone and the \
-         call can be retried: {cause}",
-        m.gluster_volume().unwrap_or(&m.source)
-    ))
 }
 
 fn stats_response(condition: &Condition) -> NodeGetVolumeStatsResponse {
