@@ -273,15 +273,8 @@ async fn reply(mut stream: UnixStream, response: &MountResponse) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent_protocol::tests::request;
     use crate::agent_protocol::{MountOutcome, call};
-
-    fn request(source: &str, target: &str, options: &[&str]) -> MountRequest {
-        MountRequest {
-            source: source.into(),
-            target: target.into(),
-            options: options.iter().map(|o| (*o).to_owned()).collect(),
-        }
-    }
 
     fn config(dir: &Path, mount_program: &str) -> AgentConfig {
         AgentConfig {

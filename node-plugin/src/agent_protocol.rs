@@ -265,10 +265,11 @@ pub async fn call(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn request(source: &str, target: &str, options: &[&str]) -> MountRequest {
+    /// A request with these parts (also used by the agent server's tests).
+    pub(crate) fn request(source: &str, target: &str, options: &[&str]) -> MountRequest {
         MountRequest {
             source: source.into(),
             target: target.into(),

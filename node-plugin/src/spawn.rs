@@ -89,6 +89,7 @@ use crate::clients::{self, PidNamespace};
 use crate::command::{self, CommandOutput};
 use crate::error::Error;
 use crate::options::mount_args;
+
 /// Prefix of the systemd scope units of FUSE clients.
 pub const SYSTEMD_UNIT_PREFIX: &str = "gluster-csi-";
 
