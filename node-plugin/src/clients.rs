@@ -22,6 +22,8 @@
 //! client on the node, and "no client found" means there is none. In a PID namespace of its
 //! own (a pod without hostPID, the testbed's plugin with the mount agent) clients started
 //! outside are invisible: the plugin then cannot tell, and never signals what it cannot see.
+//! The same finding ([`detect_pid_namespace`]) tells the launcher ([`crate::spawn`]) whether
+//! the clients it starts die with the plugin.
 
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -29,7 +31,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::blocking;
-use crate::spawn::{self, PidNamespace};
 
 /// Limit for one scan of `/proc`.
 pub const SCAN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +38,15 @@ pub const SCAN_TIMEOUT: Duration = Duration::from_secs(5);
 const CMDLINE_LIMIT: u64 = 128 * 1024;
 /// Pause between scans while waiting for stale processes to exit.
 const RETIRE_POLL: Duration = Duration::from_millis(100);
+
+/// Whether the plugin shares the host's PID namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// The host's: clients can be kept alive by moving them to another cgroup.
+    Host,
+    /// One of its own (a container without `hostPID`): clients die with the plugin.
+    Own,
+}
 
 /// What the plugin can see of other processes, found once at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,12 +61,43 @@ pub struct ProcessView {
 impl ProcessView {
     /// Looks at this process's PID namespace and `/proc`.
     pub fn detect() -> Self {
-        let ours = spawn::proc_pids_are_ours();
+        let ours = proc_pids_are_ours();
         Self {
-            sees_all: ours && spawn::detect_pid_namespace() == PidNamespace::Host,
+            sees_all: ours && detect_pid_namespace() == PidNamespace::Host,
             may_signal: ours,
         }
     }
+}
+
+/// Whether this process has a PID namespace of its own: it is the namespace's first process,
+/// or `/proc/self/status` lists more than one pid for it (the `/proc` in use belongs to an
+/// ancestor namespace).
+pub fn detect_pid_namespace() -> PidNamespace {
+    if std::process::id() == 1 {
+        return PidNamespace::Own;
+    }
+    let nested = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|pids| pids.split_whitespace().count() > 1)
+        })
+        .unwrap_or(false);
+    if nested {
+        PidNamespace::Own
+    } else {
+        PidNamespace::Host
+    }
+}
+
+/// Whether pid numbers read from `/proc` name processes in this process's PID namespace (the
+/// `/proc` mounted here belongs to it), so that they may be signalled.
+fn proc_pids_are_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok()))
+        == Some(std::process::id())
 }
 
 /// A `glusterfs` process with its mount point.

@@ -1,7 +1,9 @@
 //! Whether a Gluster mount is healthy, degraded or dead — and so whether the plugin may remount
 //! it. NodeStageVolume, NodePublishVolume and NodeGetVolumeStats all ask [`Inspector::assess`],
 //! which probes the mount and, if it does not answer well, looks for the client serving it;
-//! [`decide`] turns the two findings into a [`Condition`].
+//! [`decide`] turns the two findings into a [`Condition`]. Stage and publish then ask
+//! [`repair`], the one place that says what to do with it: keep it, remount it, or leave it
+//! alone and answer UNAVAILABLE.
 //!
 //! | `statvfs` of the mount | its client runs | no client runs | cannot tell |
 //! |---|---|---|---|
@@ -28,6 +30,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::clients::{self, ProcessView};
+use crate::error::Error;
 use crate::mounter::{Health, Prober, Usage};
 use crate::mountinfo::{MountInfo, MountTable};
 
@@ -54,11 +57,6 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// Whether the plugin may unmount and mount the volume again.
-    pub fn remount_allowed(&self) -> bool {
-        matches!(self, Self::Dead(_))
-    }
-
     /// Why the mount is not healthy; `None` when it is.
     pub fn cause(&self) -> Option<&str> {
         match self {
@@ -129,6 +127,30 @@ pub fn decide(health: &Health, client: &Client, path: &Path) -> Condition {
             "statvfs of {p} failed ({}); the mount is left as it is",
             e.desc()
         )),
+    }
+}
+
+/// What a stage or publish does with a mount it finds at its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// The mount is healthy: use it as it is.
+    Keep,
+    /// The mount is dead: unmount it and mount the volume again. Holds the cause, for the log.
+    Remount(String),
+}
+
+/// The repair policy: a healthy mount is kept, a dead one is remounted, and a degraded one is
+/// left alone — the call fails with UNAVAILABLE, naming `volume_id`, `mount`'s Gluster volume
+/// and the cause, and kubelet retries it. No other code decides to remount.
+pub fn repair(condition: Condition, volume_id: &str, mount: &MountInfo) -> Result<Repair, Error> {
+    match condition {
+        Condition::Healthy(_) => Ok(Repair::Keep),
+        Condition::Dead(cause) => Ok(Repair::Remount(cause)),
+        Condition::Degraded(cause) => Err(Error::Unavailable(format!(
+            "volume {volume_id} (Gluster volume {}) is degraded; its mount is left alone and the \
+             call can be retried: {cause}",
+            mount.gluster_volume().unwrap_or(&mount.source)
+        ))),
     }
 }
 
@@ -256,11 +278,6 @@ mod tests {
                 Condition::Dead(_) => Dead,
             };
             assert_eq!(kind, want, "{health:?} × {client:?}: {got:?}");
-            assert_eq!(
-                got.remount_allowed(),
-                want == Dead,
-                "{health:?} × {client:?}"
-            );
             match got.cause() {
                 None => assert_eq!(want, Healthy),
                 Some(c) => {
@@ -287,6 +304,32 @@ mod tests {
                 .map(|c| c.contains("pids 1, 2")),
             Some(true)
         );
+    }
+
+    #[test]
+    fn only_a_dead_mount_is_remounted_and_a_degraded_one_is_unavailable() {
+        let table =
+            MountTable::parse("10 1 0:50 / /k/globalmount rw - fuse.glusterfs h:/vol1 rw\n");
+        let m = table.entries()[0].clone();
+        assert_eq!(
+            repair(Condition::Healthy(usage()), "v1", &m).expect("kept"),
+            Repair::Keep
+        );
+        assert_eq!(
+            repair(Condition::Dead("gone".into()), "v1", &m).expect("remounted"),
+            Repair::Remount("gone".into())
+        );
+        match repair(Condition::Degraded("no bricks".into()), "v1", &m) {
+            Err(Error::Unavailable(msg)) => {
+                assert!(
+                    msg.contains("volume v1")
+                        && msg.contains("Gluster volume vol1")
+                        && msg.contains("no bricks"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

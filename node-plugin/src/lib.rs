@@ -9,13 +9,16 @@
 //! (mount system calls under time limits), [`condition`] (whether a mount is healthy, degraded
 //! or dead, and so whether it may be remounted), [`clients`] (the `glusterfs` client processes,
 //! found through `/proc`), [`spawn`] (starting FUSE clients that outlive the plugin —
-//! `--fuse-launcher` — and what the DaemonSet needs for it), [`agent`] (the mount agent that
-//! starts them for a plugin in a PID namespace of its own), [`logs`] (client log rotation and
-//! bounded tails), [`paths`] (request path checks), [`records`] (which Gluster volume a CSI
-//! volume id was staged from), [`error`].
+//! `--fuse-launcher` — and what the DaemonSet needs for it), [`agent_protocol`] (what a plugin
+//! asks the mount agent and how it answers), [`agent`] (the mount agent that starts clients
+//! for a plugin in a PID namespace of its own), [`command`] (running one program under a time
+//! limit), [`logs`] (client log rotation and bounded tails), [`paths`] (request path checks),
+//! [`records`] (which Gluster volume a CSI volume id was staged from), [`error`].
 
 pub mod agent;
+pub mod agent_protocol;
 pub mod clients;
+pub mod command;
 pub mod condition;
 pub mod config;
 pub mod context;

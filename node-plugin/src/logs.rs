@@ -9,9 +9,12 @@
 //! that is little, and the client opens its log in append mode, so an outside `logrotate` with
 //! `copytruncate` is safe if wanted.
 //!
-//! Error messages quote the last lines a failed mount logged. Reading them never reads more
-//! than [`TAIL_BYTES`] from the end of the file, whatever its size, and runs on the blocking
-//! pool under a time limit like every other file access of the plugin.
+//! Error messages quote the last [`TAIL_LINES`] lines a failed mount logged: the plugin's own
+//! (NodeStage) and the mount agent's (in its answer) alike, both through [`tail_async`] from
+//! the offset the log had before the mount ([`prepare`], or [`end`] where nothing is rotated).
+//! Reading them never reads more than [`TAIL_BYTES`] from the end of the file, whatever its
+//! size, and runs on the blocking pool under a time limit like every other file access of the
+//! plugin.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use crate::error::{Error, blocking};
 
 /// Size above which a client log is rotated before the next mount of its volume.
 pub const ROTATE_AT: u64 = 16 * 1024 * 1024;
+/// Lines of a client log quoted for a failed mount.
+pub const TAIL_LINES: usize = 5;
 /// Most bytes read from the end of a log for a tail.
 pub const TAIL_BYTES: u64 = 64 * 1024;
 /// Longest line kept in a tail, in characters.
@@ -63,6 +68,17 @@ pub async fn prepare(log: &Path) -> Result<u64, Error> {
         rotate_if_larger(&log, ROTATE_AT).map_err(|e| Error::io("cannot rotate", &log, e))
     })
     .await
+}
+
+/// The length of `log` now (0 when it cannot be read), on the blocking pool under a time
+/// limit: where the lines of a client about to start will begin.
+pub async fn end(log: &Path) -> u64 {
+    let log = log.to_path_buf();
+    blocking("reading the client log size", LOG_TIMEOUT, move || {
+        Ok(std::fs::metadata(&log).map_or(0, |m| m.len()))
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// The last `lines` non-empty lines of `log` after byte `from`, joined with ` | `; empty when

@@ -13,9 +13,9 @@
 //! - **NodeGetVolumeStats** reports bytes and inodes from `statvfs`, and VOLUME_CONDITION
 //!   abnormal, with the cause, when the mount is degraded or dead.
 //!
-//! Healthy, degraded or dead is decided in one place, [`crate::condition`]: a mount whose
-//! client still runs is degraded, never remounted nor its client killed; stage and publish
-//! then answer UNAVAILABLE.
+//! Healthy, degraded or dead, and what follows from it, is decided in one place,
+//! [`crate::condition`] ([`condition::repair`]): a mount whose client still runs is degraded,
+//! never remounted nor its client killed; stage and publish then answer UNAVAILABLE.
 //!
 //! No decision depends on memory: each call reads `/proc/self/mountinfo`, so a restarted plugin
 //! carries on with the mounts an earlier one made. Calls on the same volume or path are
@@ -44,7 +44,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Config;
 use crate::clients::{self, ProcessView};
-use crate::condition::{self, Condition, Inspector};
+use crate::condition::{self, Condition, Inspector, Repair};
 use crate::context::VolumeContext;
 use crate::error::Error;
 use crate::logs;
@@ -59,8 +59,6 @@ use crate::spawn::ClientLauncher;
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dead client's leftover processes get to exit before a remount.
 const STALE_CLIENT_WAIT: Duration = Duration::from_secs(3);
-/// Lines of the client log quoted in a mount error.
-const LOG_TAIL_LINES: usize = 5;
 
 /// The Node service.
 pub struct NodeService {
@@ -234,14 +232,13 @@ impl NodeService {
         let table = mounter::mount_table().await?;
         if let Some(m) = table.at(staging) {
             check_same_volume(m, staging, &ctx.volume)?;
-            match self.inspector.assess(&table, m).await {
-                Condition::Healthy(_) => {
+            match condition::repair(self.inspector.assess(&table, m).await, volume_id, m)? {
+                Repair::Keep => {
                     tracing::debug!("already staged");
                     self.records.put(volume_id, &ctx.volume).await?;
                     return Ok(m.clone());
                 }
-                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
-                Condition::Dead(cause) => {
+                Repair::Remount(cause) => {
                     tracing::warn!(reason = %cause, "staging mount is dead; remounting");
                     mounter::unmount_all(staging).await?;
                 }
@@ -293,7 +290,7 @@ impl NodeService {
             .launcher
             .mount_glusterfs(&source, staging, &opts)
             .await?;
-        if first.success {
+        if first.command.success {
             return Ok(());
         }
         let last = if auto {
@@ -303,7 +300,7 @@ impl NodeService {
                 .launcher
                 .mount_glusterfs(&source, staging, &opts)
                 .await?;
-            if second.success {
+            if second.command.success {
                 tracing::warn!(
                     "the Gluster client refused auto_unmount; mounting without it from now on"
                 );
@@ -315,7 +312,7 @@ impl NodeService {
             first
         };
         self.clean_failed_mount(staging).await;
-        let mut tail = logs::tail_async(&log, log_start, LOG_TAIL_LINES).await;
+        let mut tail = logs::tail_async(&log, log_start, logs::TAIL_LINES).await;
         if tail.is_empty() {
             // The mount agent read the log where it ran the mount.
             tail = last.log_tail.clone();
@@ -325,11 +322,11 @@ impl NodeService {
             target: staging.to_path_buf(),
             detail: format!(
                 "{}; output: {}; client log {}: {}",
-                last.status,
-                if last.output.is_empty() {
+                last.command.status,
+                if last.command.output.is_empty() {
                     "(none)"
                 } else {
-                    &last.output
+                    &last.command.output
                 },
                 log.display(),
                 if tail.is_empty() {
@@ -422,18 +419,16 @@ impl NodeService {
             }
             if t.is_glusterfs() && t.gluster_volume() == staged.gluster_volume() {
                 // Bound to another FUSE connection of the volume: an earlier mount.
-                match self.inspector.assess(&table, t).await {
-                    Condition::Dead(cause) => {
+                match condition::repair(self.inspector.assess(&table, t).await, &req.volume_id, t)?
+                {
+                    Repair::Remount(cause) => {
                         tracing::warn!(
                             target = %target.display(), reason = %cause,
                             "target is bound to an earlier, dead mount of this volume; rebinding"
                         );
                         mounter::unmount_all(&target).await?;
                     }
-                    Condition::Degraded(cause) => {
-                        return Err(degraded(&req.volume_id, t, &cause));
-                    }
-                    Condition::Healthy(_) if t.read_only() == read_only => {
+                    Repair::Keep if t.read_only() == read_only => {
                         tracing::info!(
                             target = %target.display(),
                             "already published from an earlier mount of this volume that still \
@@ -441,7 +436,7 @@ impl NodeService {
                         );
                         return Ok(());
                     }
-                    Condition::Healthy(_) => {
+                    Repair::Keep => {
                         return Err(Error::AlreadyExists(format!(
                             "{} is already published {} from an earlier mount of the volume; \
                              unpublish it first",
@@ -515,10 +510,9 @@ impl NodeService {
                     m.fstype
                 )));
             }
-            match self.inspector.assess(&table, m).await {
-                Condition::Healthy(_) => return Ok(m.clone()),
-                Condition::Degraded(cause) => return Err(degraded(volume_id, m, &cause)),
-                Condition::Dead(cause) => {
+            match condition::repair(self.inspector.assess(&table, m).await, volume_id, m)? {
+                Repair::Keep => return Ok(m.clone()),
+                Repair::Remount(cause) => {
                     let ctx = VolumeContext::from_map(context)?;
                     check_same_volume(m, staging, &ctx.volume)?;
                     tracing::warn!(reason = %cause, "staging mount is dead; remounting it before publishing");
@@ -589,15 +583,6 @@ impl NodeService {
         let condition = self.inspector.assess(&table, mount).await;
         Ok(stats_response(&condition))
     }
-}
-
-/// The error of a stage or publish that found the volume's mount degraded.
-fn degraded(volume_id: &str, m: &MountInfo, cause: &str) -> Error {
-    Error::Unavailable(format!(
-        "volume {volume_id} (Gluster volume {}) is degraded; its mount is left alone and the \
-         call can be retried: {cause}",
-        m.gluster_volume().unwrap_or(&m.source)
-    ))
 }
 
 fn stats_response(condition: &Condition) -> NodeGetVolumeStatsResponse {

@@ -1,5 +1,6 @@
-//! Mount options: validating the volume capability's `mount_flags` and building the option list
-//! of the staging (FUSE) mount.
+//! Mount options: validating the volume capability's `mount_flags`, building the option list
+//! of the staging (FUSE) mount, and the argv of `mount -t glusterfs` that carries them
+//! ([`mount_args`], the same whoever runs it: the plugin, systemd-run or the mount agent).
 //!
 //! The staging mount always gets:
 //! - `backup-volfile-servers=` the servers after the primary, joined with `:`; the primary is
@@ -15,6 +16,7 @@
 //! option may contain white space, quotes or other shell-special characters. `log-file` and the
 //! volfile server options are ours to set and are refused.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -153,6 +155,18 @@ pub fn stage_options(
 /// Path of the client log of Gluster volume `volume` under the plugin's state directory.
 pub fn log_file(state_dir: &Path, volume: &str) -> std::path::PathBuf {
     state_dir.join("logs").join(format!("{volume}.log"))
+}
+
+/// Arguments of `mount` for a GlusterFS mount: `-t glusterfs [-o OPTIONS] SOURCE TARGET`.
+pub fn mount_args(source: &str, target: &Path, options: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-t".into(), "glusterfs".into()];
+    if !options.is_empty() {
+        args.push("-o".into());
+        args.push(options.join(",").into());
+    }
+    args.push(source.into());
+    args.push(target.as_os_str().to_owned());
+    args
 }
 
 #[cfg(test)]

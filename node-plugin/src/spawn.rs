@@ -76,7 +76,6 @@ use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -84,26 +83,15 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
-use crate::agent::{self, MountRequest};
+use crate::agent_protocol::{self, MountOutcome, MountRequest};
+use crate::clients::{self, PidNamespace};
+use crate::command::{self, CommandOutput};
 use crate::error::Error;
+use crate::options::mount_args;
 
-/// Most bytes of a command's stdout or stderr kept.
-const OUTPUT_LIMIT: u64 = 16 * 1024;
-/// How long to wait for a command's output pipes to close after it exited.
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// Prefix of the systemd scope units of FUSE clients.
 pub const SYSTEMD_UNIT_PREFIX: &str = "gluster-csi-";
-
-/// Whether the plugin shares the host's PID namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PidNamespace {
-    /// The host's: clients can be kept alive by moving them to another cgroup.
-    Host,
-    /// One of its own (a container without `hostPID`): clients die with the plugin.
-    Own,
-}
 
 /// Who starts the FUSE clients (`--fuse-launcher`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,20 +142,6 @@ impl std::fmt::Display for FuseLauncher {
     }
 }
 
-/// What a finished command left behind.
-#[derive(Clone, Debug, Default)]
-pub struct CommandOutput {
-    /// Whether it exited with status 0.
-    pub success: bool,
-    /// Its exit status, for messages.
-    pub status: String,
-    /// Its standard output and error, lossily decoded, trimmed.
-    pub output: String,
-    /// The client log lines of this attempt, when whoever ran it read them (the mount agent
-    /// does); empty otherwise.
-    pub log_tail: String,
-}
-
 /// How the launcher starts a mount.
 #[derive(Debug)]
 enum How {
@@ -211,18 +185,6 @@ impl Escape {
     }
 }
 
-/// Arguments of `mount` for a GlusterFS mount: `-t glusterfs [-o OPTIONS] SOURCE TARGET`.
-pub fn mount_args(source: &str, target: &Path, options: &[String]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["-t".into(), "glusterfs".into()];
-    if !options.is_empty() {
-        args.push("-o".into());
-        args.push(options.join(",").into());
-    }
-    args.push(source.into());
-    args.push(target.as_os_str().to_owned());
-    args
-}
-
 /// Name of the systemd scope of a mount at `target`: the prefix and 16 hex digits of a hash of
 /// the target and `nonce` (a new scope per attempt, so that a scope still held by an earlier
 /// client of the same path never blocks a remount).
@@ -258,7 +220,7 @@ impl ClientLauncher {
     /// to [`FuseLauncher::Direct`] only. Detects the PID and cgroup namespace situation and
     /// logs what it means for client survival.
     pub fn new(launcher: &FuseLauncher, fuse_cgroups: &[PathBuf], timeout: Duration) -> Self {
-        let pid_namespace = detect_pid_namespace();
+        let pid_namespace = clients::detect_pid_namespace();
         let how = match launcher {
             FuseLauncher::Direct => Self::direct(fuse_cgroups, pid_namespace),
             FuseLauncher::Systemd => {
@@ -348,7 +310,7 @@ impl ClientLauncher {
         source: &str,
         target: &Path,
         options: &[String],
-    ) -> Result<CommandOutput, Error> {
+    ) -> Result<MountOutcome, Error> {
         let what = format!("mount -t glusterfs {source} {}", target.display());
         let args = mount_args(source, target, options);
         match &self.how {
@@ -356,8 +318,10 @@ impl ClientLauncher {
                 fuse_cgroups,
                 host_cgroup_ns,
             } => {
-                self.mount_direct(&args, &what, fuse_cgroups, host_cgroup_ns.as_deref())
-                    .await
+                let ran = self
+                    .mount_direct(&args, &what, fuse_cgroups, host_cgroup_ns.as_deref())
+                    .await?;
+                Ok(ran.into())
             }
             How::Systemd { systemd_run } => {
                 let nonce = std::time::SystemTime::now()
@@ -368,7 +332,7 @@ impl ClientLauncher {
                 let mut cmd = tokio::process::Command::new(systemd_run);
                 cmd.args(systemd_run_args(&unit, &self.mount_program, &args));
                 tracing::debug!(unit, "mounting in a systemd scope");
-                run(cmd, &what, self.timeout).await
+                Ok(command::run(cmd, &what, self.timeout).await?.into())
             }
             How::Agent { socket } => {
                 let request = MountRequest {
@@ -379,7 +343,7 @@ impl ClientLauncher {
                 // The agent refuses what these validators refuse; checking here first gives
                 // the caller the same message without a round trip.
                 request.validate(None)?;
-                agent::call(socket, &request, self.timeout).await
+                agent_protocol::call(socket, &request, self.timeout).await
             }
         }
     }
@@ -394,7 +358,7 @@ impl ClientLauncher {
         if fuse_cgroups.is_empty() {
             let mut cmd = tokio::process::Command::new(&self.mount_program);
             cmd.args(args);
-            return run(cmd, what, self.timeout).await;
+            return command::run(cmd, what, self.timeout).await;
         }
         let escape = escape(fuse_cgroups, host_cgroup_ns)?;
         let mut cmd = tokio::process::Command::new(&self.mount_program);
@@ -406,7 +370,7 @@ impl ClientLauncher {
         unsafe {
             cmd.pre_exec(move || escape.enter());
         }
-        match run(cmd, what, self.timeout).await {
+        match command::run(cmd, what, self.timeout).await {
             Err(Error::Io { source, .. }) if source.raw_os_error().is_some() => {
                 tracing::warn!(
                     error = %source,
@@ -415,7 +379,7 @@ impl ClientLauncher {
                 );
                 let mut cmd = tokio::process::Command::new(&self.mount_program);
                 cmd.args(args);
-                run(cmd, what, self.timeout).await
+                command::run(cmd, what, self.timeout).await
             }
             other => other,
         }
@@ -442,99 +406,6 @@ fn escape(fuse_cgroups: &[PathBuf], host_cgroup_ns: Option<&Path>) -> Result<Esc
         cgroup_ns,
         procs_files,
     })
-}
-
-/// Runs `cmd` (stdin closed, output captured, own process group) and waits at most `limit`.
-/// On timeout the command's process group is killed.
-pub async fn run(
-    mut cmd: tokio::process::Command,
-    what: &str,
-    limit: Duration,
-) -> Result<CommandOutput, Error> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let program = PathBuf::from(cmd.as_std().get_program());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io("cannot start", program, e))?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let readers = async move {
-        let mut out = Vec::new();
-        if let Some(s) = stdout {
-            let _ = s.take(OUTPUT_LIMIT).read_to_end(&mut out).await;
-        }
-        let mut err = Vec::new();
-        if let Some(s) = stderr {
-            let _ = s.take(OUTPUT_LIMIT).read_to_end(&mut err).await;
-        }
-        out.extend_from_slice(&err);
-        out
-    };
-    let reader = tokio::spawn(readers);
-    let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(Error::io("waiting for", what.to_owned(), e)),
-        Err(_) => {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.kill().await;
-            reader.abort();
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                after: limit,
-            });
-        }
-    };
-    // A daemon forked by the command could hold the pipes open; do not wait for it.
-    let output = match tokio::time::timeout(OUTPUT_GRACE, reader).await {
-        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),
-        _ => String::new(),
-    };
-    Ok(CommandOutput {
-        success: status.success(),
-        status: status.to_string(),
-        output,
-        log_tail: String::new(),
-    })
-}
-
-/// Whether this process has a PID namespace of its own: it is the namespace's first process,
-/// or `/proc/self/status` lists more than one pid for it (the `/proc` in use belongs to an
-/// ancestor namespace).
-pub fn detect_pid_namespace() -> PidNamespace {
-    if std::process::id() == 1 {
-        return PidNamespace::Own;
-    }
-    let nested = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .map(|pids| pids.split_whitespace().count() > 1)
-        })
-        .unwrap_or(false);
-    if nested {
-        PidNamespace::Own
-    } else {
-        PidNamespace::Host
-    }
-}
-
-/// Whether pid numbers read from `/proc` name processes in this process's PID namespace (the
-/// `/proc` mounted here belongs to it), so that they may be signalled.
-pub fn proc_pids_are_ours() -> bool {
-    std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok()))
-        == Some(std::process::id())
 }
 
 /// `/proc/1/ns/cgroup` when it differs from ours (the plugin is in a cgroup namespace of its
@@ -633,23 +504,6 @@ fn prepare_cgroup(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn commands_run_without_a_shell_and_report_output() {
-        let mut cmd = tokio::process::Command::new("echo");
-        cmd.arg("$(id);").arg("two words");
-        let out = run(cmd, "echo", Duration::from_secs(10))
-            .await
-            .expect("echo runs");
-        assert!(out.success);
-        assert_eq!(out.output, "$(id); two words");
-
-        let cmd = tokio::process::Command::new("false");
-        let out = run(cmd, "false", Duration::from_secs(10))
-            .await
-            .expect("false runs");
-        assert!(!out.success);
-    }
-
     #[test]
     fn a_fuse_cgroup_stands_for_every_v1_hierarchy_and_is_kept_on_v2() {
         // Checked against this machine's own /proc/self/mountinfo: cgroup mounts whose mount
@@ -683,22 +537,6 @@ mod tests {
         // refuse with a message.
         let tmp = std::env::temp_dir().join("gcsi-no-cgroup");
         assert_eq!(expand_cgroup_dirs(std::slice::from_ref(&tmp)), vec![tmp]);
-    }
-
-    #[tokio::test]
-    async fn a_command_that_hangs_is_killed_at_the_timeout() {
-        let mut cmd = tokio::process::Command::new("sleep");
-        cmd.arg("30");
-        // Had `run` waited for the exit, it would return the status instead of a timeout.
-        let r = run(cmd, "sleep 30", Duration::from_millis(200)).await;
-        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    }
-
-    #[tokio::test]
-    async fn a_missing_program_is_an_io_error() {
-        let cmd = tokio::process::Command::new("/nonexistent/mount");
-        let r = run(cmd, "mount", Duration::from_secs(5)).await;
-        assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
     }
 
     #[test]
