@@ -221,7 +221,7 @@ fn deployment<'a>(o: &'a Objects, name: &str) -> &'a PodSpec {
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some(name))
         .unwrap_or_else(|| panic!("Deployment {name}"));
-    pod_spec(d.spec.template.spec.as_ref(), name)
+    pod_spec(d.spec.as_ref().expect("spec").template.spec.as_ref(), name)
 }
 
 fn daemonset<'a>(o: &'a Objects, name: &str) -> (&'a DaemonSet, &'a PodSpec) {
@@ -230,7 +230,10 @@ fn daemonset<'a>(o: &'a Objects, name: &str) -> (&'a DaemonSet, &'a PodSpec) {
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some(name))
         .unwrap_or_else(|| panic!("DaemonSet {name}"));
-    (d, pod_spec(d.spec.template.spec.as_ref(), name))
+    (
+        d,
+        pod_spec(d.spec.as_ref().expect("spec").template.spec.as_ref(), name),
+    )
 }
 
 fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
@@ -339,12 +342,12 @@ fn all_pods(o: &Objects) -> Vec<(String, &PodSpec)> {
     let mut pods = Vec::new();
     for d in &o.deployments {
         let name = d.metadata.name.clone().unwrap_or_default();
-        let spec = d.spec.template.spec.as_ref();
+        let spec = d.spec.as_ref().expect("spec").template.spec.as_ref();
         pods.push((name.clone(), pod_spec(spec, &name)));
     }
     for d in &o.daemonsets {
         let name = d.metadata.name.clone().unwrap_or_default();
-        let spec = d.spec.template.spec.as_ref();
+        let spec = d.spec.as_ref().expect("spec").template.spec.as_ref();
         pods.push((name.clone(), pod_spec(spec, &name)));
     }
     for p in &o.pods {
@@ -564,7 +567,7 @@ fn controller_sidecars_share_the_plugin_socket_and_elect_a_leader() {
     let o = render("deploy/kubernetes/base");
     let pod = deployment(&o, "gluster-csi-controller");
     let d = &o.deployments[0];
-    assert_eq!(d.spec.replicas, Some(2));
+    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let plugin = container(pod, "gluster-csi-controller");
     let socket = socket_of_endpoint(plugin);
     let socket_volume = volume_at(plugin, parent(&socket));
@@ -743,7 +746,11 @@ fn node_plugin_registers_at_the_kubelet_path_and_keeps_mounts_alive() {
     assert!(!privileged(registrar), "only the plugin is privileged");
     assert_eq!(host_path(&volume_at(plugin, "/dev/fuse")), "/dev/fuse");
 
-    let strategy = ds.spec.update_strategy.as_ref().expect("update strategy");
+    let strategy = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .expect("update strategy");
     assert!(matches!(
         strategy.type_.as_deref(),
         Some("RollingUpdate" | "OnDelete")
@@ -1453,7 +1460,7 @@ fn controller_replicas_spread_over_nodes_and_a_drain_keeps_one() {
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some("gluster-csi-controller"))
         .expect("controller Deployment");
-    let spec = &d.spec;
+    let spec = d.spec.as_ref().expect("Deployment spec");
     assert_eq!(spec.replicas, Some(2));
     let labels = spec
         .template
@@ -1557,7 +1564,7 @@ fn example_pods_run_on_two_different_nodes() {
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some("shared-writer"))
         .expect("shared-writer");
-    let spec = &d.spec;
+    let spec = d.spec.as_ref().expect("Deployment spec");
     assert_eq!(spec.replicas, Some(2));
     let labels = spec
         .template

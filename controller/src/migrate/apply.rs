@@ -387,10 +387,18 @@ async fn replicas(
     let what = format!("reading {kind} {namespace}/{name}");
     let n = if kind == "Deployment" {
         let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-        api.get(name).await.map_err(kube_err(what))?.spec.replicas
+        api.get(name)
+            .await
+            .map_err(kube_err(what))?
+            .spec
+            .and_then(|s| s.replicas)
     } else {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-        api.get(name).await.map_err(kube_err(what))?.spec.replicas
+        api.get(name)
+            .await
+            .map_err(kube_err(what))?
+            .spec
+            .and_then(|s| s.replicas)
     };
     Ok(n.unwrap_or(1))
 }
