@@ -685,7 +685,7 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
     let next_image = format!("localhost/gluster-csi-node:{NEXT_TAG}");
     let t0 = Instant::now();
     let archive = next_node_image(&old_image, &next_image).await?;
-    c.load_image(&archive).await?;
+    load_image(&c, &archive, &next_image).await?;
     s.timing("second node image built (squashed) and loaded", t0);
     // The clients run from the root file system of the plugin container that started them.
     let roots = client_roots(&clients)?;
@@ -750,8 +750,8 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
     let digests = remove_images(&sharing).await;
     // The heketi-server image is needed again by a later trial, whatever happens here.
     let after = after_old_image_removed(&s, &c, &volume, &clients, &pods, &roots, digests).await;
-    c.load_image(&k8s::repo_dir().join("target/images/heketi-server.tar"))
-        .await?;
+    let archive = k8s::repo_dir().join("target/images/heketi-server.tar");
+    load_image(&c, &archive, &sharing[1]).await?;
     after.map(|()| s.timing("old node image removed to second graph switch done", t0))
 }
 
