@@ -22,6 +22,11 @@ const DEFAULT_K8S_HOME: &str = "/var/lib/k8s-test";
 
 /// Time `up.sh` may take (a first start installs packages and builds the sidecar images).
 const UP_TIMEOUT: Duration = Duration::from_secs(900);
+/// The node's name and kubelet's root directory in that cluster.
+const NODE: &str = "localhost";
+const KUBELET_DIR: &str = "/var/lib/kubelet";
+/// Free disk the suite asks for above kubelet's eviction threshold (see [`Cluster::check_disk`]).
+pub const DISK_MARGIN: u64 = 2 << 30;
 /// Time one `kubectl` call may take.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -95,7 +100,50 @@ impl Cluster {
             .kubectl(&["get", "--raw", "/readyz"])
             .await
             .context("the API server does not answer after up.sh")?;
+        cluster.check_disk().await?;
         Ok(cluster)
+    }
+
+    /// Fails, saying how full the disk is, when the node's kubelet reports disk pressure or the
+    /// disk under `/var/lib/kubelet` is close to kubelet's eviction threshold. Under disk
+    /// pressure kubelet taints the node (nothing new schedules), evicts pods and deletes every
+    /// image no container uses, the pause image included, which cannot be pulled back here:
+    /// each trial would then only time out. The cluster's threshold is 1% free
+    /// (`evictionHard`, nodefs.available); this asks for that plus [`DISK_MARGIN`], the room the
+    /// suite's images, containers and logs take.
+    pub async fn check_disk(&self) -> Result<()> {
+        let stat = nix::sys::statvfs::statvfs(KUBELET_DIR)
+            .with_context(|| format!("statvfs {KUBELET_DIR}"))?;
+        let block = stat.fragment_size() as u64;
+        let total = stat.blocks() as u64 * block;
+        let avail = stat.blocks_available() as u64 * block;
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let disk = format!(
+            "{:.1} GiB free of {:.1} GiB ({:.1}%) on the file system of {KUBELET_DIR}",
+            gib(avail),
+            gib(total),
+            100.0 * avail as f64 / total.max(1) as f64
+        );
+        let node = self.json(&["get", "node", NODE]).await?;
+        let pressure = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "DiskPressure" && c["status"] == "True");
+        if pressure {
+            bail!(
+                "node {NODE} reports DiskPressure ({disk}): kubelet has tainted it and deletes \
+                 unused images; free disk space (kubelet lifts the taint about 5 minutes later)"
+            );
+        }
+        if avail < total / 100 + DISK_MARGIN {
+            bail!(
+                "{disk}: kubelet evicts pods and deletes images below 1% free, and this suite \
+                 needs {:.1} GiB above that; free disk space first",
+                gib(DISK_MARGIN)
+            );
+        }
+        Ok(())
     }
 
     /// Runs `kubectl ARGS` with the cluster's admin kubeconfig; fails unless it exits 0.

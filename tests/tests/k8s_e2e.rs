@@ -191,6 +191,7 @@ impl Suite {
                 .with_context(|| format!("loading {}", archive.display()))?;
         }
         self.timing("images loaded into containerd", t0);
+        cluster.check_disk().await?;
         Ok(cluster)
     }
 
