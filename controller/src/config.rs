@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use csi_proto::serve::{CommonArgs, Endpoint};
+use gluster_csi_runtime::args::CommonArgs;
+use gluster_csi_runtime::socket::Endpoint;
 use secrecy::SecretString;
 
 /// Command line of `gluster-csi-controller`. Every flag has an environment fallback.

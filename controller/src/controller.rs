@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_proto::locks::{OperationGuard, OperationLocks};
 use csi_proto::v1::controller_server::Controller;
 use csi_proto::v1::controller_service_capability::{Rpc, Type as CapType, rpc};
 use csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
@@ -27,6 +26,7 @@ use csi_proto::v1::{
     ValidateVolumeCapabilitiesResponse, Volume, VolumeCapability, VolumeContentSource,
     controller_get_volume_response, list_volumes_response, validate_volume_capabilities_response,
 };
+use gluster_csi_runtime::locks::{OperationGuard, OperationLocks};
 use heketi_client::types::{EntryState, VolumeExpandRequest, VolumeInfoResponse};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;

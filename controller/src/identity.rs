@@ -7,7 +7,7 @@
 //! the outage. So `Probe` is ready whenever it is answered at all, and Heketi's reachability is
 //! reported by [`crate::health`] (a metric and a log line on change) instead.
 
-use csi_proto::identity::{CheckFuture, Readiness};
+use gluster_csi_runtime::identity::{CheckFuture, Readiness};
 
 /// Always ready: answering `Probe` is the proof that the process serves.
 #[derive(Clone, Copy, Debug, Default)]

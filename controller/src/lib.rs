@@ -27,9 +27,11 @@ pub use config::{Args, Config};
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_proto::identity::{Capability, IdentityService};
 use csi_proto::v1::controller_server::ControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;
+use gluster_csi_runtime::identity::{Capability, IdentityService};
+use gluster_csi_runtime::serve::serve;
+use gluster_csi_runtime::socket;
 
 /// The controller's own configuration or start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,7 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     /// Serving failed.
     #[error(transparent)]
-    Serve(#[from] csi_proto::serve::ServeError),
+    Serve(#[from] gluster_csi_runtime::ServeError),
     /// `--metrics-address` cannot be bound.
     #[error("--metrics-address {address}: {source}")]
     Metrics {
@@ -62,7 +64,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
             .await
             .map_err(|source| StartError::Metrics { address, source })?;
     }
-    let listener = csi_proto::serve::bind(&config.endpoint)?;
+    let listener = socket::bind(&config.endpoint)?;
     let identity = IdentityService::new(
         config.driver_name.clone(),
         env!("CARGO_PKG_VERSION"),
@@ -89,7 +91,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
             config.driver_name.clone(),
         )
     });
-    let served = csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await;
+    let served = serve(router, listener, &config.endpoint, shutdown).await;
     if let Some(task) = annotator {
         task.abort();
     }

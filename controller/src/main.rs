@@ -2,12 +2,14 @@
 
 use clap::Parser;
 use gluster_csi_controller::{Args, run};
+use gluster_csi_runtime::logging::init_logging;
+use gluster_csi_runtime::shutdown::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    csi_proto::serve::init_logging(args.common.log_format);
-    match run(args, csi_proto::serve::shutdown_signal()).await {
+    init_logging(args.common.log_format);
+    match run(args, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gluster-csi-controller failed");

@@ -6,10 +6,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use csi_proto::testing::PluginProcess;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::plugin_capability::{self, service, volume_expansion};
 use csi_proto::v1::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
+use gluster_csi_runtime::testing::PluginProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gluster-csi-controller");
 const WAIT: Duration = Duration::from_secs(20);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use csi_proto::serve::LogFormat;
+use gluster_csi_runtime::logging::LogFormat;
 use secrecy::SecretString;
 
 use crate::executor::{Executor, HostKeys, SshSettings};

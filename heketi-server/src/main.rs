@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use csi_proto::serve::{init_logging, shutdown_signal};
+use gluster_csi_runtime::logging::init_logging;
+use gluster_csi_runtime::shutdown::shutdown_signal;
 use heketi_server::config::{Args, Config};
 
 fn main() -> ExitCode {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use csi_proto::serve::{CommonArgs, Endpoint, LogFormat};
+use gluster_csi_runtime::args::CommonArgs;
+use gluster_csi_runtime::logging::LogFormat;
+use gluster_csi_runtime::socket::Endpoint;
 
 use crate::agent::AgentConfig;
 use crate::spawn::FuseLauncher;

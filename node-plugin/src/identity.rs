@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use csi_proto::identity::{CheckFuture, Readiness};
+use gluster_csi_runtime::identity::{CheckFuture, Readiness};
 
 /// Ready when the GlusterFS mount helper and the FUSE device are present.
 #[derive(Debug)]

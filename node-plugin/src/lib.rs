@@ -38,9 +38,11 @@ pub use config::{AgentArgs, Args, Cli, Command, Config};
 use std::future::Future;
 use std::sync::Arc;
 
-use csi_proto::identity::IdentityService;
 use csi_proto::v1::identity_server::IdentityServer;
 use csi_proto::v1::node_server::NodeServer;
+use gluster_csi_runtime::identity::IdentityService;
+use gluster_csi_runtime::serve::serve;
+use gluster_csi_runtime::socket;
 
 /// The node plugin's configuration or start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +53,14 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     /// Serving failed.
     #[error(transparent)]
-    Serve(#[from] csi_proto::serve::ServeError),
+    Serve(#[from] gluster_csi_runtime::ServeError),
 }
 
 /// Validates `args`, binds the socket and serves the Identity and Node services until
 /// `shutdown` resolves.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = Arc::new(Config::from_args(args)?);
-    let listener = csi_proto::serve::bind(&config.endpoint)?;
+    let listener = socket::bind(&config.endpoint)?;
     let identity = IdentityService::new(
         config.driver_name.clone(),
         env!("CARGO_PKG_VERSION"),
@@ -70,6 +72,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node));
-    csi_proto::serve::serve(router, listener, &config.endpoint, shutdown).await?;
+    serve(router, listener, &config.endpoint, shutdown).await?;
     Ok(())
 }

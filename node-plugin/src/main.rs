@@ -3,15 +3,17 @@
 
 use clap::Parser;
 use gluster_csi_node::{Cli, Command, agent, run};
+use gluster_csi_runtime::logging::init_logging;
+use gluster_csi_runtime::shutdown::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (what, result) = match cli.command {
         Some(Command::MountAgent(args)) => {
-            csi_proto::serve::init_logging(args.log_format);
+            init_logging(args.log_format);
             let result = match args.config() {
-                Ok(config) => agent::serve(config, csi_proto::serve::shutdown_signal())
+                Ok(config) => agent::serve(config, shutdown_signal())
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -19,8 +21,8 @@ async fn main() -> std::process::ExitCode {
             ("gluster-csi-node mount-agent", result)
         }
         None => {
-            csi_proto::serve::init_logging(cli.plugin.common.log_format);
-            let result = run(cli.plugin, csi_proto::serve::shutdown_signal())
+            init_logging(cli.plugin.common.log_format);
+            let result = run(cli.plugin, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string());
             ("gluster-csi-node", result)

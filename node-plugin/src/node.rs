@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use csi_proto::locks::{OperationGuard, OperationLocks};
 use csi_proto::v1::node_server::Node;
 use csi_proto::v1::node_service_capability::{self, rpc};
 use csi_proto::v1::volume_capability::AccessType;
@@ -39,6 +38,7 @@ use csi_proto::v1::{
     NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
     VolumeCapability, VolumeCondition, VolumeUsage, volume_usage,
 };
+use gluster_csi_runtime::locks::{OperationGuard, OperationLocks};
 use nix::mount::MsFlags;
 use tonic::{Request, Response, Status};
 

@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use csi_proto::testing::PluginProcess;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
+use gluster_csi_runtime::testing::PluginProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gluster-csi-node");
 const WAIT: Duration = Duration::from_secs(20);

@@ -2,7 +2,9 @@
 //!
 //! [`v1`] holds the messages, the clients and the server traits generated from
 //! `csi.proto` at build time (protox + tonic-prost-build, no system `protoc`).
-//! This is the only place in the workspace where the CSI proto is compiled.
+//! This is the only place in the workspace where the CSI proto is compiled, and
+//! all this crate holds: the plumbing the plugins share around it (serving,
+//! the Identity service, operation locks, flags) is in `gluster-csi-runtime`.
 //!
 //! # Secrets never reach `Debug`
 //!
@@ -25,13 +27,8 @@
 //! assert_eq!(format!("{request:?}"), "GetPluginInfoRequest");
 //! ```
 
-pub mod identity;
 /// The protobuf well-known types the messages use (`Timestamp` of a snapshot).
 pub use prost_types;
-pub mod locks;
-pub mod serve;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 /// CSI v1 messages, `*_client` and `*_server` modules, generated from
 /// `csi.proto` (package `csi.v1`).

@@ -17,7 +17,8 @@ use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
 use anyhow::{Context as _, Result};
-use csi_proto::serve::{self, Endpoint};
+use gluster_csi_runtime::socket::{self, Endpoint};
+use gluster_csi_runtime::{serve, shutdown};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
@@ -110,8 +111,8 @@ pub async fn serve(listen: &str, controller: &str, node: &str) -> Result<()> {
         .add_service(Forward::<Identity>::new(controller.clone()))
         .add_service(Forward::<Controller>::new(controller))
         .add_service(Forward::<Node>::new(channel(node)?));
-    let listener = serve::bind(&endpoint)?;
-    serve::serve(router, listener, &endpoint, serve::shutdown_signal()).await?;
+    let listener = socket::bind(&endpoint)?;
+    serve::serve(router, listener, &endpoint, shutdown::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -39,7 +39,8 @@ const STEP: Duration = Duration::from_secs(300);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Log filter for every process the testbed starts: the controller logs at its most verbose
 /// level so the secret check reads every line it can write.
-const LOG_FILTER: &str = "info,gluster_csi_controller=trace,heketi_client=trace,csi_proto=trace";
+const LOG_FILTER: &str =
+    "info,gluster_csi_controller=trace,heketi_client=trace,gluster_csi_runtime=trace";
 
 fn main() {
     // The processes the testbed starts inherit RUST_LOG. Changing the environment is `unsafe`

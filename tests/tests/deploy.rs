@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use gluster_csi_testbed::install;
 
-const DRIVER: &str = csi_proto::serve::DEFAULT_DRIVER_NAME;
+const DRIVER: &str = gluster_csi_runtime::args::DEFAULT_DRIVER_NAME;
 /// The driver's namespace (deploy/kubernetes/base).
 const DRIVER_NS: &str = "gluster-csi";
 /// The oldest and the newest Kubernetes minor the manifests are validated against; keep equal

@@ -13,7 +13,7 @@ use gluster_csi_controller::migrate::cli::{Args, Outcome, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    csi_proto::serve::init_logging(csi_proto::serve::LogFormat::Plain);
+    gluster_csi_runtime::logging::init_logging(gluster_csi_runtime::logging::LogFormat::Plain);
     let mut progress = |line: String| eprintln!("gluster-csi-migrate: {line}");
     match run(args, &mut progress).await {
         Ok(Outcome::Complete) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use csi_proto::serve::{DEFAULT_DRIVER_NAME, parse_driver_name};
+use gluster_csi_runtime::args::{DEFAULT_DRIVER_NAME, parse_driver_name};
 
 use super::apply::{ApplyOptions, apply};
 use super::{Inventory, MigrateError, Options, Plan};

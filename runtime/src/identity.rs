@@ -1,4 +1,4 @@
-//! The CSI Identity service, shared by the controller and the node plugin.
+//! The CSI Identity service, shared by the controller and the node plugin (feature `csi`).
 //!
 //! Both binaries answer with the same driver name and version; they differ in the capabilities
 //! they advertise and in what "ready" means, which each supplies through [`Readiness`].
@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::v1::identity_server::Identity;
-use crate::v1::plugin_capability::{self, service, volume_expansion};
-use crate::v1::{
+use csi_proto::v1::identity_server::Identity;
+use csi_proto::v1::plugin_capability::{self, service, volume_expansion};
+use csi_proto::v1::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };

@@ -2,7 +2,9 @@
 //!
 //! CSI lets the container orchestrator retry a call while the first is still running. Each
 //! mutating call takes a guard for its key (a volume id, a name, a target path); if another call
-//! holds it, the new call fails fast with `Aborted` instead of queueing behind it.
+//! holds it, the new call fails fast with `Aborted` instead of queueing behind it
+//! ([`OperationLocks::try_lock`] says whether the key is free; with feature `csi`,
+//! `lock_or_aborted` builds the status).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,8 @@ impl OperationLocks {
         })
     }
 
-    /// Takes `key` or builds the CSI `Aborted` status for the caller to return.
+    /// Takes `key` or builds the CSI `Aborted` status for the caller to return (feature `csi`).
+    #[cfg(feature = "csi")]
     pub fn lock_or_aborted(&self, key: &str) -> Result<OperationGuard, tonic::Status> {
         self.try_lock(key).ok_or_else(|| {
             tonic::Status::aborted(format!(
@@ -61,9 +64,16 @@ mod tests {
         let a = locks.try_lock("vol-a").expect("free key");
         assert!(locks.try_lock("vol-a").is_none());
         let _b = locks.try_lock("vol-b").expect("other keys are independent");
-        let status = locks.lock_or_aborted("vol-a").expect_err("held");
-        assert_eq!(status.code(), tonic::Code::Aborted);
         drop(a);
         assert!(locks.clone().try_lock("vol-a").is_some());
+    }
+
+    #[cfg(feature = "csi")]
+    #[test]
+    fn a_held_key_is_aborted() {
+        let locks = OperationLocks::default();
+        let _a = locks.lock_or_aborted("vol-a").expect("free key");
+        let status = locks.lock_or_aborted("vol-a").expect_err("held");
+        assert_eq!(status.code(), tonic::Code::Aborted);
     }
 }

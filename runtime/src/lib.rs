@@ -1,0 +1,35 @@
+//! The daemon plumbing the gluster-csi binaries share, kept apart from the CSI bindings
+//! (`csi-proto`) so that a daemon that is not a CSI plugin can use it without building the CSI
+//! schema, tonic or prost.
+//!
+//! Always available (heketi-server uses the first two):
+//! - [`logging`]: `--log-format plain|json` ([`logging::LogFormat`]) and the `tracing` set-up.
+//! - [`shutdown`]: the SIGTERM/SIGINT future; a second signal exits at once.
+//! - [`socket`]: the `unix:///path` endpoint ([`socket::Endpoint`]) and binding its socket.
+//! - [`locks`]: per-volume operation guards that refuse instead of queueing.
+//! - [`ServeError`]: the crate's error.
+//!
+//! With feature `csi` (the controller, the node plugin, the testbed):
+//! - `serve`: serving a tonic router on the socket until shutdown, with a bounded grace period
+//!   for in-flight calls.
+//! - `identity`: the CSI Identity service.
+//! - `args`: the flags every plugin binary takes (`CommonArgs`) and the driver name rules.
+//! - `OperationLocks::lock_or_aborted`: a held key as the CSI `Aborted` status.
+//!
+//! With feature `test-support`: `testing`, running a plugin binary as a child process.
+
+#[cfg(feature = "csi")]
+pub mod args;
+mod error;
+#[cfg(feature = "csi")]
+pub mod identity;
+pub mod locks;
+pub mod logging;
+#[cfg(feature = "csi")]
+pub mod serve;
+pub mod shutdown;
+pub mod socket;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use error::ServeError;
