@@ -1,8 +1,9 @@
 //! The gid annotator: `pv.beta.kubernetes.io/gid` on this driver's PVs made with a gid.
 //!
-//! Fake Kubernetes API server: no API server can run on this machine, so these tests talk to
-//! `kube_fake::FakeApi`, a small HTTP server serving the API's JSON for the paths used (list
-//! and watch of PersistentVolumes, GET and PATCH of one).
+//! Fake Kubernetes API server: these tests talk to `kube_fake::FakeApi`, a small HTTP server
+//! serving the API's JSON for the paths used (list and watch of PersistentVolumes, GET and
+//! PATCH of one), which can hold two replicas' patches until both have read the same version.
+//! The annotator against the real API server: `k8s_e2e` (the PV of a claim carries the gid).
 
 mod kube_fake;
 
@@ -140,7 +141,7 @@ async fn two_annotators_at_once_apply_one_patch() {
     assert_eq!(
         api.patches_rejected(&path),
         1,
-        "the other one was refused by its resourceVersion test"
+        "the other one was refused for its stale resourceVersion (409)"
     );
     one.abort();
     two.abort();
@@ -187,6 +188,37 @@ async fn a_value_set_by_a_user_after_our_read_is_kept() {
             .expect("annotate"),
         Outcome::Gone
     );
+}
+
+#[tokio::test]
+async fn a_pv_the_api_fails_on_is_tried_again_by_itself_and_does_not_hold_up_others() {
+    let api = FakeApi::start().await;
+    let flaky = format!("{PVS}/pvc-flaky");
+    api.put(PVS, pv("pvc-flaky", DRIVER, Some("6001"), None));
+    api.fail(&flaky, 503, "ServiceUnavailable");
+    let task = gid_annotator::spawn(LazyClient::from_client(api.client()), DRIVER.into());
+
+    // Nothing changes on the PV, so every attempt after the first comes from the retry queue.
+    api.wait_for("three attempts on pvc-flaky", |a| {
+        patch_requests(a, "pvc-flaky") >= 3
+    })
+    .await;
+    assert_eq!(annotation(&api, "pvc-flaky"), None);
+    // Another PV is annotated while the flaky one waits for its next attempt.
+    api.put(PVS, pv("pvc-healthy", DRIVER, Some("6002"), None));
+    api.wait_for("pvc-healthy annotated", |a| {
+        annotation(a, "pvc-healthy").is_some()
+    })
+    .await;
+
+    api.recover(&flaky);
+    api.wait_for("pvc-flaky annotated once the API answers", |a| {
+        annotation(a, "pvc-flaky").is_some()
+    })
+    .await;
+    assert_eq!(annotation(&api, "pvc-flaky").as_deref(), Some("6001"));
+    assert_eq!(api.patches_applied(&flaky), 1);
+    task.abort();
 }
 
 #[derive(clap::Parser, Debug)]

@@ -7,20 +7,26 @@
 //! each one whose `spec.csi.driver` is ours and whose `volumeAttributes` carry a `gid`, adds the
 //! annotation when it is absent.
 //!
-//! It only ever adds. The JSON patch first tests `metadata.resourceVersion`, so it applies only
-//! to the exact object that was seen without the annotation; when the PV changed meanwhile (a
-//! user set the annotation, or another controller replica got there first) the API server
-//! refuses the patch, the PV is read again and left alone if the annotation is now there. Two
-//! replicas running side by side therefore never overwrite each other or a user.
+//! It runs on `kube::runtime::Controller`: a watch feeds a queue that holds each PV at most once
+//! however often it changes (dedup), failed PVs come back after a delay that doubles per PV
+//! (per-object backoff), and every PV is looked at again when it changes.
+//!
+//! It only ever adds. The merge patch carries the `metadata.resourceVersion` that was seen, so
+//! the API server applies it only to that exact version (optimistic concurrency); when the PV
+//! changed meanwhile (a user set the annotation, or another controller replica got there first)
+//! the server answers 409 Conflict, the PV is read again and left alone if the annotation is
+//! now there. Two replicas running side by side therefore never overwrite each other or a user.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
 use serde_json::json;
 
 use super::{LazyClient, is_transient, status_code};
@@ -29,10 +35,17 @@ use super::{LazyClient, is_transient, status_code};
 pub const GID_ANNOTATION: &str = "pv.beta.kubernetes.io/gid";
 /// The `volumeAttributes` key the controller writes the gid under.
 pub const GID_ATTRIBUTE: &str = "gid";
-/// Most attempts to annotate one PV before waiting for its next change.
+/// Most attempts to annotate one PV (each after a conflict) before it is queued again.
 const MAX_ATTEMPTS: usize = 5;
-/// Interval between attempts on PVs that could not be annotated.
-pub const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// First delay before a PV that could not be annotated is tried again; doubles per failure of
+/// that PV up to [`RETRY_MAX`], and starts over once it succeeds.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest delay between attempts on one PV.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Delay between attempts to build the API client at start-up.
+const CLIENT_RETRY: Duration = Duration::from_secs(30);
+/// PVs reconciled at once.
+const CONCURRENCY: u16 = 4;
 
 /// Command-line switch of the annotator, flattened into the controller's arguments.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -105,28 +118,16 @@ fn has_annotation(pv: &PersistentVolume) -> bool {
         .is_some_and(|a| a.contains_key(GID_ANNOTATION))
 }
 
-/// The JSON patch adding the annotation to exactly the object version `resource_version`.
-pub fn add_patch(
-    resource_version: &str,
-    has_annotations: bool,
-    gid: &str,
-) -> Result<json_patch::Patch, serde_json::Error> {
-    let mut ops = vec![json!({
-        "op": "test",
-        "path": "/metadata/resourceVersion",
-        "value": resource_version,
-    })];
-    if !has_annotations {
-        // Safe: the test above pins a version without any annotations.
-        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
-    }
-    ops.push(json!({
-        "op": "add",
-        // `/` in the key is `~1` in a JSON pointer.
-        "path": format!("/metadata/annotations/{}", GID_ANNOTATION.replace('/', "~1")),
-        "value": gid,
-    }));
-    serde_json::from_value(serde_json::Value::Array(ops))
+/// The merge patch adding the annotation to exactly the object version `resource_version`:
+/// the API server refuses it with 409 Conflict when the PV is at another version. It names
+/// only the one annotation key, so every other annotation stays as it is.
+pub fn add_patch(resource_version: &str, gid: &str) -> serde_json::Value {
+    json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": { GID_ANNOTATION: gid },
+        }
+    })
 }
 
 /// Adds the gid annotation to `pv` if it is one of `driver`'s and lacks it. `pv` is the
@@ -161,19 +162,14 @@ pub async fn annotate(
                 None => return Ok(Outcome::Gone),
             }
         };
-        let patch = add_patch(&rv, current.metadata.annotations.is_some(), &gid)
-            .map_err(|e| err(kube::Error::SerdeError(e)))?;
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
+        let patch = Patch::Merge(add_patch(&rv, &gid));
+        match api.patch(&name, &PatchParams::default(), &patch).await {
             Ok(_) => {
                 tracing::info!(pv = %name, gid = %gid, "added {GID_ANNOTATION}");
                 return Ok(Outcome::Added(gid));
             }
-            // The test of resourceVersion failed (422), a write conflicted (409), or the PV went
-            // away (404): look again.
-            Err(e) if matches!(status_code(&e), 404 | 409 | 422) => {
+            // Another version than the one seen (409), or the PV went away (404): look again.
+            Err(e) if matches!(status_code(&e), 404 | 409) => {
                 tracing::debug!(pv = %name, status = status_code(&e), "PV changed; reading it again");
                 match api.get_opt(&name).await.map_err(err)? {
                     Some(fresh) => current = fresh,
@@ -186,86 +182,116 @@ pub async fn annotate(
     Ok(Outcome::GaveUp)
 }
 
+/// What the reconciler shares: the API, the driver name and the failures per PV.
+struct Context {
+    api: Api<PersistentVolume>,
+    driver: String,
+    /// PV name → failures in a row, for the per-PV backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// The delay before the next attempt on `name`, counting this failure.
+    fn backoff(&self, name: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = failures.entry(name.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        retry_delay(*n)
+    }
+
+    fn succeeded(&self, name: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+}
+
+/// The delay after the `failures`-th failure in a row on one PV: [`RETRY_FIRST`] doubled per
+/// earlier failure, at most [`RETRY_MAX`].
+pub fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
+}
+
+/// Why a reconcile of one PV is to be retried.
+#[derive(Debug, thiserror::Error)]
+enum RetryError {
+    /// The API failed in a way that may pass (unavailable, throttled, timed out).
+    #[error(transparent)]
+    Transient(AnnotateError),
+    /// The PV kept changing under [`annotate`].
+    #[error("PersistentVolume {0} kept changing")]
+    KeptChanging(String),
+}
+
+async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, RetryError> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    match annotate(&ctx.api, &ctx.driver, PersistentVolume::clone(&pv)).await {
+        Ok(Outcome::GaveUp) => Err(RetryError::KeptChanging(name)),
+        Ok(outcome) => {
+            tracing::debug!(pv = %name, ?outcome, "gid annotation checked");
+            ctx.succeeded(&name);
+            Ok(Action::await_change())
+        }
+        Err(e) if e.is_transient() => Err(RetryError::Transient(e)),
+        Err(e) => {
+            // Refused for good (e.g. RBAC): the PV's next change or a restart tries again.
+            tracing::warn!(pv = %name, error = %e, "annotating failed");
+            ctx.succeeded(&name);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy(pv: Arc<PersistentVolume>, error: &RetryError, ctx: Arc<Context>) -> Action {
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let delay = ctx.backoff(name);
+    tracing::warn!(pv = %name, error = %error, retry_in = ?delay, "annotating failed; trying again later");
+    Action::requeue(delay)
+}
+
+impl AnnotateError {
+    fn is_transient(&self) -> bool {
+        match self {
+            AnnotateError::Api { source, .. } => is_transient(source),
+        }
+    }
+}
+
 /// Watches all PVs and annotates `driver`'s until the task is dropped or aborted. API failures
-/// are logged and retried with back-off; they never end the loop. A PV that could not be
-/// annotated (API unavailable, or it kept changing) is tried again every [`RETRY_EVERY`].
+/// never end it: the watch restarts with back-off, and a PV that could not be annotated (API
+/// unavailable, or it kept changing) is tried again after its own doubling delay.
 pub async fn run(client: &LazyClient, driver: String) {
     let client = loop {
         match client.get().await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "gid annotator cannot reach the Kubernetes API; retrying");
-                tokio::time::sleep(RETRY_EVERY).await;
+                tokio::time::sleep(CLIENT_RETRY).await;
             }
         }
     };
     let api: Api<PersistentVolume> = Api::all(client);
-    let mut events = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let mut retry: BTreeSet<String> = BTreeSet::new();
-    let mut ticker = tokio::time::interval(RETRY_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(driver = %driver, "gid annotator watching PersistentVolumes");
-    loop {
-        tokio::select! {
-            item = events.next() => match item {
-                None => break,
-                Some(Ok(pv)) => {
-                    if wanted_gid(&pv, &driver).is_some() {
-                        let name = pv.metadata.name.clone().unwrap_or_default();
-                        retry.remove(&name);
-                        if !handle(&api, &driver, pv).await {
-                            retry.insert(name);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "watching PersistentVolumes failed; retrying");
-                }
-            },
-            _ = ticker.tick(), if !retry.is_empty() => {
-                for name in std::mem::take(&mut retry) {
-                    let ok = match api.get_opt(&name).await {
-                        Ok(Some(pv)) => handle(&api, &driver, pv).await,
-                        Ok(None) => true,
-                        Err(e) => {
-                            tracing::warn!(pv = %name, error = %e, "reading PV failed");
-                            false
-                        }
-                    };
-                    if !ok {
-                        retry.insert(name);
-                    }
-                }
+    let ctx = Arc::new(Context {
+        api: api.clone(),
+        driver,
+        failures: Mutex::new(HashMap::new()),
+    });
+    Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            // Reconcile failures were logged by error_policy; what is left are watch failures,
+            // which the controller retries with its own back-off.
+            if let Err(e) = result
+                && !matches!(e, controller::Error::ReconcilerFailed(..))
+            {
+                tracing::warn!(error = %e, "watching PersistentVolumes failed; retrying");
             }
-        }
-    }
-}
-
-/// Annotates one PV; false when it should be tried again later.
-async fn handle(api: &Api<PersistentVolume>, driver: &str, pv: PersistentVolume) -> bool {
-    let name = pv.metadata.name.clone().unwrap_or_default();
-    match annotate(api, driver, pv).await {
-        Ok(Outcome::GaveUp) => {
-            tracing::warn!(pv = %name, "PV kept changing; trying again later");
-            false
-        }
-        Ok(outcome) => {
-            tracing::debug!(pv = %name, ?outcome, "gid annotation checked");
-            true
-        }
-        Err(AnnotateError::Api { source, .. }) if is_transient(&source) => {
-            tracing::warn!(pv = %name, error = %source, "annotating failed; trying again later");
-            false
-        }
-        Err(e) => {
-            // Refused for good (e.g. RBAC): a change to the PV or a restart tries again.
-            tracing::warn!(pv = %name, error = %e, "annotating failed");
-            true
-        }
-    }
+        })
+        .await;
 }
 
 /// Starts the annotator on the current runtime. Abort the handle to stop it.
@@ -327,17 +353,20 @@ mod tests {
 
     #[test]
     fn patch_pins_the_version_and_only_adds() {
-        let p = add_patch("42", false, "2001").expect("patch");
-        let v = serde_json::to_value(&p).expect("json");
         assert_eq!(
-            v,
-            json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
-                {"op": "add", "path": "/metadata/annotations", "value": {}},
-                {"op": "add", "path": "/metadata/annotations/pv.beta.kubernetes.io~1gid", "value": "2001"},
-            ])
+            add_patch("42", "2001"),
+            json!({"metadata": {
+                "resourceVersion": "42",
+                "annotations": {"pv.beta.kubernetes.io/gid": "2001"},
+            }})
         );
-        let v = serde_json::to_value(add_patch("42", true, "2001").expect("patch")).expect("json");
-        assert_eq!(v.as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn retry_delay_doubles_per_failure_up_to_the_cap() {
+        let delays: Vec<u64> = (1..=11).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+        assert_eq!(retry_delay(0), RETRY_FIRST);
     }
 }

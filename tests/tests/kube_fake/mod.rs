@@ -1,15 +1,19 @@
-//! A fake Kubernetes API server: no API server can run on this machine, so the tests of the
-//! controller's Kubernetes side talk to this small HTTP server instead, at the same boundary
-//! (HTTP + the API's JSON) the real one would be reached through by the `kube` client.
+//! A fake Kubernetes API server, and said to be one: the tests of the controller's Kubernetes
+//! side that use it run in a second, with no cluster, and can force what a real API server
+//! cannot be made to do on cue (two writers reading the same version, a chosen error on one
+//! path). They talk to it at the boundary the real server is reached through by the `kube`
+//! client (HTTP + the API's JSON). The same code runs against the real API server of
+//! `../shared/k8s` in `k8s_e2e` (the gid annotation, in-tree Secrets, the controller's restarts).
 //!
 //! It keeps objects in memory by their API path and serves what the code under test uses:
 //! GET of one object, list, watch (newline-delimited events from a resourceVersion), POST,
 //! DELETE, and PATCH as JSON patch (RFC 6902, with `test` operations, applied atomically: a
-//! failed `test` is 422 Invalid like the real server) or merge patch. Every write bumps a
-//! global resourceVersion. Two behaviours of real controllers are imitated and nothing more:
-//! deleting is immediate (no finalizers run), and a PVC created with `spec.volumeName`
-//! naming an existing PV that is free or reserved for it becomes Bound at once (the PV
-//! controller's pre-bound case). Errors are `Status` objects with the real reasons.
+//! failed `test` is 422 Invalid like the real server) or merge patch (one naming a
+//! `metadata.resourceVersion` other than the stored one is 409 Conflict, as on the real
+//! server). Every write bumps a global resourceVersion. Two behaviours of real controllers are
+//! imitated and nothing more: deleting is immediate (no finalizers run), and a PVC created with
+//! `spec.volumeName` naming an existing PV that is free or reserved for it becomes Bound at
+//! once (the PV controller's pre-bound case). Errors are `Status` objects with the real reasons.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -60,7 +64,7 @@ pub struct FakeApi {
 
 struct Inner {
     store: Mutex<Store>,
-    /// When set, a JSON patch waits until this many have arrived (or 10 s passed) before any
+    /// When set, a patch waits until this many have arrived (or 10 s passed) before any
     /// is applied, so that concurrent writers are known to have read the same version.
     patch_gate: Mutex<Option<Arc<tokio::sync::Barrier>>>,
 }
@@ -251,7 +255,17 @@ impl FakeApi {
             .insert(path.to_owned(), (code, reason.to_owned()));
     }
 
-    /// Makes JSON patches wait for each other in groups of `n` (see [`Inner::patch_gate`]).
+    /// Answers requests to `path` normally again after [`FakeApi::fail`].
+    pub fn recover(&self, path: &str) {
+        self.inner
+            .store
+            .lock()
+            .expect("store")
+            .failures
+            .remove(path);
+    }
+
+    /// Makes patches wait for each other in groups of `n` (see [`Inner::patch_gate`]).
     pub fn gate_patches(&self, n: usize) {
         *self.inner.patch_gate.lock().expect("gate") = Some(Arc::new(tokio::sync::Barrier::new(n)));
     }
@@ -424,11 +438,9 @@ async fn handle(
                 return status(400, "BadRequest", "body is not JSON");
             };
             let is_json_patch = content_type.starts_with("application/json-patch+json");
-            if is_json_patch {
-                let gate = inner.patch_gate.lock().expect("gate").clone();
-                if let Some(gate) = gate {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), gate.wait()).await;
-                }
+            let gate = inner.patch_gate.lock().expect("gate").clone();
+            if let Some(gate) = gate {
+                let _ = tokio::time::timeout(Duration::from_secs(10), gate.wait()).await;
             }
             let object_path = format!("{collection}/{name}");
             let mut store = inner.store.lock().expect("store");
@@ -456,6 +468,21 @@ async fn handle(
                     );
                 }
             } else {
+                // A merge patch naming a resourceVersion applies only to that version, like the
+                // real server's optimistic concurrency (409 Conflict otherwise).
+                let wanted = &patch["metadata"]["resourceVersion"];
+                if !wanted.is_null() && *wanted != obj["metadata"]["resourceVersion"] {
+                    *store.patches_rejected.entry(object_path).or_default() += 1;
+                    return status(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {resource} \"{name}\": the object \
+                             has been modified; please apply your changes to the latest version \
+                             and try again"
+                        ),
+                    );
+                }
                 json_patch::merge(&mut obj, &patch);
             }
             *store.patches_applied.entry(object_path).or_default() += 1;
