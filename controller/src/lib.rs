@@ -14,7 +14,6 @@ pub mod identity;
 pub mod index;
 pub mod kube;
 pub mod metrics;
-pub mod migrate;
 pub mod names;
 pub mod paging;
 pub mod params;

@@ -2,7 +2,7 @@
 //! operations, auth and error paths), plus a few trials against small HTTP stubs for what our
 //! server cannot produce on demand (each stub says so).
 //!
-//! Run with `cargo test -p gluster-csi-testbed --test heketi_client` as root with glusterfs
+//! Run with `cargo test -p gluster-csi-tests --test heketi_client` as root with glusterfs
 //! installed.
 
 use std::path::PathBuf;

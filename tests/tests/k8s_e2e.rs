@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use gluster_csi_testbed::bench::calls;
+use gluster_csi_testbed::calls;
 use gluster_csi_testbed::host::ExecutorKind;
 use gluster_csi_testbed::k8s::{self, Cluster, field, wait_for};
 use gluster_csi_testbed::{Testbed, TestbedOptions, cmd, harness, install};

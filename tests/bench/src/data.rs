@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use super::calls;
 use super::report::{Goal, Row, Section};
 use super::stats::{Samples, Unit};
+use gluster_csi_testbed::calls;
 
 /// Limit on one I/O round (a dead mount must not hang the benchmark).
 const IO_STEP: Duration = Duration::from_secs(900);
@@ -127,7 +127,7 @@ async fn small_files(
 /// Writes back dirty pages and drops the page cache, dentries and inodes, so that the read
 /// goes through the FUSE client to the bricks.
 async fn drop_caches() -> Result<()> {
-    crate::cmd::run(&["sync"], Duration::from_secs(300)).await?;
+    gluster_csi_testbed::cmd::run(&["sync"], Duration::from_secs(300)).await?;
     io("dropping caches", || {
         std::fs::write("/proc/sys/vm/drop_caches", "3")
     })
@@ -170,13 +170,15 @@ impl Side {
 /// The FUSE client (holding `/dev/fuse`) of `volume` mounted at `mount_point`.
 fn client_of(volume: &str, mount_point: &Path) -> Option<u32> {
     let want = mount_point.as_os_str().to_string_lossy().into_owned();
-    crate::demo::fuse_clients(volume).into_iter().find(|p| {
-        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-            c.split(|b| *b == 0)
-                .rfind(|a| !a.is_empty())
-                .is_some_and(|last| String::from_utf8_lossy(last) == want)
+    gluster_csi_testbed::demo::fuse_clients(volume)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .rfind(|a| !a.is_empty())
+                    .is_some_and(|last| String::from_utf8_lossy(last) == want)
+            })
         })
-    })
 }
 
 fn cpu(pid: Option<u32>) -> f64 {
@@ -302,8 +304,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         }
     }
     let cleanup = async {
-        crate::mounts::unmount(&raw).await?;
-        crate::mounts::unmount(&raw_opts).await?;
+        gluster_csi_testbed::mounts::unmount(&raw).await?;
+        gluster_csi_testbed::mounts::unmount(&raw_opts).await?;
         calls::unpublish(&mut node, &vol, &target).await?;
         calls::unstage(&mut node, &vol, &staging).await?;
         super::node::wait_clients_gone(&volume).await;

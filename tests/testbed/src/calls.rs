@@ -1,4 +1,6 @@
-//! CSI and Heketi calls the sections share, each bounded by a timeout.
+//! CSI and Heketi calls with their time bounds, shared by the benchmark (`gluster-csi-bench`)
+//! and the suites: create and delete through the controller or straight on Heketi, stage and
+//! publish through the node plugin, a raw FUSE mount as the baseline.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -11,9 +11,9 @@
 //! gRPC load, provisioning, node, data path, idempotent retry, index reload, clone copy,
 //! footprint at the end), prints the markdown report and tears everything down. A section
 //! that fails is reported as not measured; the benchmark never fails a build and is not part
-//! of `cargo test`.
+//! of `cargo test`. The calls it times (CSI and Heketi with their bounds) are the testbed's
+//! [`gluster_csi_testbed::calls`], which the suites use too.
 
-pub mod calls;
 pub mod clone;
 pub mod data;
 pub mod footprint;
@@ -33,8 +33,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::host::ExecutorKind;
-use crate::{Testbed, TestbedOptions, harness};
+use gluster_csi_testbed::calls;
+use gluster_csi_testbed::host::ExecutorKind;
+use gluster_csi_testbed::{Testbed, TestbedOptions, harness};
 use report::{Report, Section};
 use services::{HeketiLog, Service};
 
@@ -201,7 +202,7 @@ impl Plan {
             hostpath_plugin: a.hostpath_plugin.clone().or_else(|| {
                 footprint::HOSTPATH_NAMES
                     .iter()
-                    .find_map(|n| crate::cmd::which(n))
+                    .find_map(|n| gluster_csi_testbed::cmd::which(n))
             }),
         }
     }

@@ -17,9 +17,9 @@ use anyhow::{Context, Result, ensure};
 use heketi_client::types::{VolumeCloneRequest, VolumeCreateRequest, VolumeDurabilityInfo};
 
 use super::Ctx;
-use super::calls;
 use super::report::{Goal, Row, Section};
 use super::stats::{Samples, Unit};
+use gluster_csi_testbed::calls;
 
 /// Longest a fill, a copy or a clone may take.
 const STEP: Duration = Duration::from_secs(1800);
@@ -71,7 +71,7 @@ async fn fill(root: PathBuf, files: Vec<(PathBuf, usize)>) -> Result<()> {
 }
 
 async fn drop_caches() -> Result<()> {
-    crate::cmd::run(&["sync"], Duration::from_secs(300)).await?;
+    gluster_csi_testbed::cmd::run(&["sync"], Duration::from_secs(300)).await?;
     std::fs::write("/proc/sys/vm/drop_caches", "3").context("dropping caches")
 }
 
@@ -123,7 +123,7 @@ async fn cp_turn(ctx: &Ctx, servers: &[String], src: &str, tag: &str) -> Result<
         calls::raw_mount(servers, &name, &to, &[]).await?;
         drop_caches().await?;
         let t = Instant::now();
-        crate::cmd::run(
+        gluster_csi_testbed::cmd::run(
             &[
                 "cp".into(),
                 "-a".into(),
@@ -138,7 +138,7 @@ async fn cp_turn(ctx: &Ctx, servers: &[String], src: &str, tag: &str) -> Result<
     }
     .await;
     for m in [&from, &to] {
-        let _ = crate::mounts::unmount(m).await;
+        let _ = gluster_csi_testbed::mounts::unmount(m).await;
         let _ = std::fs::remove_dir(m);
     }
     remove_plain_volume(ctx, &name, &dirs).await?;
@@ -215,7 +215,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let t = Instant::now();
     let filled = fill(fill_dir.clone(), files.clone()).await;
     let fill_secs = t.elapsed().as_secs_f64();
-    crate::mounts::unmount(&fill_dir).await?;
+    gluster_csi_testbed::mounts::unmount(&fill_dir).await?;
     filled?;
     eprintln!(
         "bench:   clone source: {data_mib:.0} MiB in {} files written in {fill_secs:.1} s",

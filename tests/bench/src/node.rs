@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::Ctx;
-use super::calls::{self, NODE_STEP, timed};
 use super::report::{Goal, Row, Section};
 use super::stats::{Samples, Unit};
 use super::usage;
-use crate::demo;
+use gluster_csi_testbed::calls::{self, NODE_STEP, timed};
+use gluster_csi_testbed::demo;
 
 /// Waits until no glusterfs client of `volume` runs (a client exits shortly after its
 /// unmount), so that one measurement does not overlap the end of the previous one.
@@ -129,14 +129,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
                 Mount::Raw => {
                     let ((), t) = timed(calls::raw_mount(&servers, &volume, &raw_dir, &[])).await?;
                     mount.push_duration(t);
-                    let ((), t) = timed(crate::mounts::unmount(&raw_dir)).await?;
+                    let ((), t) = timed(gluster_csi_testbed::mounts::unmount(&raw_dir)).await?;
                     unmount.push_duration(t);
                 }
                 Mount::RawWithOptions => {
                     let ((), t) =
                         timed(calls::raw_mount(&servers, &volume, &raw_dir, &plugin_opts)).await?;
                     mount_opts.push_duration(t);
-                    crate::mounts::unmount(&raw_dir).await?;
+                    gluster_csi_testbed::mounts::unmount(&raw_dir).await?;
                 }
             }
             wait_clients_gone(&volume).await;
@@ -198,7 +198,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     touch_all(&raw_targets).await?;
     let raw_clients = clients(&volume);
     for t in &raw_targets {
-        crate::mounts::unmount(t).await?;
+        gluster_csi_testbed::mounts::unmount(t).await?;
     }
     wait_clients_gone(&volume).await;
 
@@ -345,7 +345,7 @@ pub fn raw_data_dir(ctx: &Ctx) -> PathBuf {
 
 /// Checks `dir` is a glusterfs mount.
 pub fn check_glusterfs(dir: &Path) -> Result<()> {
-    let m = crate::mounts::current()
+    let m = gluster_csi_testbed::mounts::current()
         .into_iter()
         .rfind(|m| m.path == dir)
         .with_context(|| format!("{} is not mounted", dir.display()))?;

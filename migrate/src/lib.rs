@@ -33,8 +33,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::kube::gid_annotator::{GID_ANNOTATION, GID_ATTRIBUTE};
-use crate::volume_id::{BackendRef, HEKETI_ID_LEN, VolumeId};
+use gluster_csi_controller::kube::gid_annotator::{GID_ANNOTATION, GID_ATTRIBUTE};
+use gluster_csi_controller::volume_id::{BackendRef, HEKETI_ID_LEN, VolumeId};
 
 pub use inventory::Inventory;
 pub use plan::{Leftover, Plan, Step};
@@ -131,7 +131,7 @@ pub enum MigrateError {
         /// PV name.
         pv: String,
         /// Why.
-        source: crate::volume_id::UrlTooLong,
+        source: gluster_csi_controller::volume_id::UrlTooLong,
     },
     /// A Kubernetes API call failed.
     #[error("{what}: {source}")]
@@ -143,7 +143,7 @@ pub enum MigrateError {
     },
     /// No API client.
     #[error(transparent)]
-    Client(#[from] crate::kube::ClientError),
+    Client(#[from] gluster_csi_controller::kube::ClientError),
     /// Applying a step found the cluster in a state the plan does not expect.
     #[error("{0}")]
     Refused(String),

@@ -10,10 +10,10 @@ use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::{ControllerGetCapabilitiesRequest, NodeGetCapabilitiesRequest, ProbeRequest};
 
 use super::Ctx;
-use super::calls;
 use super::report::{Goal, Row, Section};
 use super::stats::{Samples, Summary, Unit};
 use super::usage::Usage;
+use gluster_csi_testbed::calls;
 
 /// Names under which the Go reference driver (kubernetes-csi/csi-driver-host-path) installs.
 pub const HOSTPATH_NAMES: &[&str] = &["hostpathplugin", "csi-driver-host-path"];
@@ -262,7 +262,7 @@ pub async fn finish(ctx: &Ctx, fp: Footprint) -> Result<Section> {
             } else {
                 ""
             },
-            bins = crate::bin_path("gluster-csi-controller")
+            bins = gluster_csi_testbed::bin_path("gluster-csi-controller")
                 .ok()
                 .and_then(|p| p.parent().map(|d| d.display().to_string()))
                 .unwrap_or_default()
@@ -453,7 +453,7 @@ pub async fn finish(ctx: &Ctx, fp: Footprint) -> Result<Section> {
         "gluster-csi-node",
         "heketi-server",
     ] {
-        if let Ok(p) = crate::bin_path(bin)
+        if let Ok(p) = gluster_csi_testbed::bin_path(bin)
             && let Ok(m) = std::fs::metadata(&p)
         {
             let heketi = bin == "heketi-server";

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 use heketi_client::types::VolumeDurabilityInfo;
 
 use super::Ctx;
-use super::calls::{self, bounded, timed};
 use super::report::{Goal, Row, Section};
 use super::services;
 use super::stats::{Samples, Unit};
+use gluster_csi_testbed::calls::{self, bounded, timed};
 
 /// Controller restarts measured per volume count (first call with an empty index).
 const COLD_SAMPLES: usize = 3;
@@ -70,7 +70,7 @@ pub(super) async fn fill(ctx: &Ctx, first: usize, n: usize) -> Result<usize> {
 fn gluster_daemons(ctx: &Ctx) -> (usize, usize, f64) {
     let needle = ctx.tb.state_dir().display().to_string();
     let (mut n, mut bricks, mut kib) = (0usize, 0usize, 0u64);
-    for pid in crate::procs::all_pids() {
+    for pid in gluster_csi_testbed::procs::all_pids() {
         let is_gluster = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

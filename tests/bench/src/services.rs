@@ -13,8 +13,8 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::usage::{self, Usage};
-use crate::journal::{Entry, Journal};
-use crate::{Testbed, bin_path, csi, procs};
+use gluster_csi_testbed::journal::{Entry, Journal};
+use gluster_csi_testbed::{Testbed, bin_path, csi, procs};
 
 /// How long a service may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

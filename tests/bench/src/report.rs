@@ -247,7 +247,7 @@ fn short(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::{Samples, Unit};
+    use crate::stats::{Samples, Unit};
 
     fn secs(v: &[f64]) -> Option<Summary> {
         Samples::from_values(Unit::Seconds, v.iter().copied()).summary()

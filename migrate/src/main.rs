@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use gluster_csi_controller::migrate::cli::{Args, Outcome, run};
+use gluster_csi_migrate::cli::{Args, Outcome, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -14,7 +14,7 @@
 //!
 //! Integration tests use [`harness::run`] (libtest-mimic) to get one testbed per test binary.
 
-pub mod bench;
+pub mod calls;
 pub mod cmd;
 pub mod combined;
 pub mod csi;

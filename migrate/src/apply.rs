@@ -435,7 +435,7 @@ where
 {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
-        Err(e) if crate::kube::status_code(&e) == 404 => {}
+        Err(e) if gluster_csi_controller::kube::status_code(&e) == 404 => {}
         Err(e) => return Err(kube_err(format!("deleting {what}"))(e)),
     }
     wait_until(opts, &format!("{what} to be deleted"), || {
@@ -468,7 +468,7 @@ async fn delete_leftover(client: &Client, l: &Leftover) -> Result<(), MigrateErr
     };
     match res {
         Ok(()) => Ok(()),
-        Err(e) if crate::kube::status_code(&e) == 404 => Ok(()),
+        Err(e) if gluster_csi_controller::kube::status_code(&e) == 404 => Ok(()),
         Err(e) => Err(kube_err(what)(e)),
     }
 }

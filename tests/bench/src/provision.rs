@@ -9,10 +9,10 @@ use anyhow::{Result, bail};
 use heketi_client::types::VolumeDurabilityInfo;
 use tokio::sync::Mutex;
 
-use super::calls::{self, timed};
 use super::report::{Goal, Row, Section};
 use super::stats::{Samples, Unit};
 use super::{Ctx, services};
+use gluster_csi_testbed::calls::{self, timed};
 
 /// Who provisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! `gluster-csi-bench`: measures what gluster-csi costs against baselines taken in the same run
-//! (see `gluster_csi_testbed::bench` and BENCHMARKS.md). Runs as root; reports, never fails a
+//! (see the `gluster_csi_bench` library and BENCHMARKS.md). Runs as root; reports, never fails a
 //! build.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use gluster_csi_testbed::bench::{self, BenchArgs};
+use gluster_csi_bench::{self as bench, BenchArgs};
 use gluster_csi_testbed::{Testbed, harness, journal};
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -56,16 +56,17 @@ use crate::Testbed;
 use crate::csi::DRIVER_NAME;
 
 /// `deploy/examples/storageclass-csi.yaml`.
-pub const EXAMPLE_STORAGE_CLASS: &str = include_str!("../../deploy/examples/storageclass-csi.yaml");
+pub const EXAMPLE_STORAGE_CLASS: &str =
+    include_str!("../../../deploy/examples/storageclass-csi.yaml");
 /// `deploy/kubernetes/overlays/example/kustomization.yaml`: its `secretGenerator` makes the
 /// Secret the example classes name.
 pub const EXAMPLE_OVERLAY: &str =
-    include_str!("../../deploy/kubernetes/overlays/example/kustomization.yaml");
+    include_str!("../../../deploy/kubernetes/overlays/example/kustomization.yaml");
 /// `deploy/kubernetes/overlays/example/heketi-user.env`: the Secret's `user` entry.
 pub const EXAMPLE_SECRET_ENV: &str =
-    include_str!("../../deploy/kubernetes/overlays/example/heketi-user.env");
+    include_str!("../../../deploy/kubernetes/overlays/example/heketi-user.env");
 /// `deploy/examples/pvc-rwx.yaml`.
-pub const EXAMPLE_CLAIM: &str = include_str!("../../deploy/examples/pvc-rwx.yaml");
+pub const EXAMPLE_CLAIM: &str = include_str!("../../../deploy/examples/pvc-rwx.yaml");
 
 /// Prefix of the StorageClass parameters that belong to the sidecars.
 pub const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";

@@ -15,11 +15,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Ctx;
-use super::calls::{self, timed};
 use super::report::{Goal, Row, Section};
 use super::retry::{fill, volume_count};
 use super::services::{self, Service};
 use super::stats::{Samples, Unit};
+use gluster_csi_testbed::calls::{self, timed};
 
 /// Filler volume names start here, apart from those of the retry part.
 const FILL_OFFSET: usize = 1_000_000;

@@ -8,7 +8,7 @@ use gluster_csi_runtime::args::{DEFAULT_DRIVER_NAME, parse_driver_name};
 
 use super::apply::{ApplyOptions, apply};
 use super::{Inventory, MigrateError, Options, Plan};
-use crate::kube::LazyClient;
+use gluster_csi_controller::kube::LazyClient;
 
 /// Moves in-tree kubernetes.io/glusterfs PersistentVolumes to gluster-csi without copying
 /// data. By default prints the plan and the new objects (dry run); --apply performs it.

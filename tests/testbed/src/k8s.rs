@@ -32,8 +32,9 @@ const KUBECTL_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The repository's top directory (the parent of this crate's directory).
 pub fn repo_dir() -> PathBuf {
+    // This crate is tests/testbed.
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent().unwrap_or(here).to_path_buf()
+    here.ancestors().nth(2).unwrap_or(here).to_path_buf()
 }
 
 /// Where the shared cluster's scripts are: `$GLUSTER_CSI_K8S_DIR`, else `../shared/k8s` beside

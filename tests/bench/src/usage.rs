@@ -131,7 +131,7 @@ fn parse_smaps(smaps: &str, exe: &str) -> Mapped {
 
 /// Pids whose executable is named `name` and whose command line mentions `needle`.
 pub fn pids_of(name: &str, needle: &str) -> Vec<u32> {
-    crate::procs::all_pids()
+    gluster_csi_testbed::procs::all_pids()
         .into_iter()
         .filter(|p| {
             let exe_ok = std::fs::read_link(format!("/proc/{p}/exe"))

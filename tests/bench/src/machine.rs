@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cmd;
+use gluster_csi_testbed::cmd;
 
 /// `(key, value)` lines describing this machine now.
 pub async fn describe() -> Vec<(String, String)> {
