@@ -1,9 +1,9 @@
-//! Running external programs: always an argument vector (never a shell), always a timeout.
+//! Running external programs: always an argument vector (never a shell), always a timeout; the
+//! running is [`gluster_csi_runtime::command`]'s, the errors are heketi-server's.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
+use gluster_csi_runtime::command::{self, Run, RunError};
 
 /// An external command failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,40 +54,25 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs `argv` with stdin closed and a timeout; `label` names the command in errors (so a
+/// Runs `argv` with stdin closed and a timeout (in a process group of its own, killed whole
+/// at the limit: [`gluster_csi_runtime::command`]); `label` names the command in errors (so a
 /// long prefix such as `ip netns exec …` does not clutter messages).
 pub async fn run(argv: &[String], label: &str, timeout: Duration) -> Result<Output, CommandError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(CommandError::Spawn {
-            program: String::new(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
-        });
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|source| CommandError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(source)) => {
-            return Err(CommandError::Spawn {
-                program: program.clone(),
-                source,
-            });
-        }
-        Err(_) => {
-            return Err(CommandError::Timeout {
+    let out = command::run(Run::argv(argv, timeout))
+        .await
+        .map_err(|e| match e {
+            RunError::Timeout { .. } => CommandError::Timeout {
                 command: label.to_owned(),
                 secs: timeout.as_secs(),
-            });
-        }
-    };
+            },
+            RunError::Spawn { program, source } | RunError::Wait { program, source } => {
+                CommandError::Spawn { program, source }
+            }
+            other => CommandError::Spawn {
+                program: label.to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {

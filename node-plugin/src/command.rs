@@ -1,23 +1,19 @@
-//! Running one program: argv only (never a shell), stdin closed, stdout and stderr captured (at
-//! most 16 KiB of each), in a process group of its own, under a time limit. At the limit
-//! the whole group is killed with SIGKILL, so a `mount` helper and anything it forked stop
-//! together.
+//! The node plugin's view of running one program: [`gluster_csi_runtime::command`] does the
+//! running (argv only, stdin closed, own process group killed at the time limit), this keeps at
+//! most 16 KiB of each output stream and turns the result into the plugin's [`Error`] and
+//! [`CommandOutput`].
 //!
 //! A leaf: it knows nothing of mounts, launchers or the mount agent, which run their commands
 //! through [`run`].
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use gluster_csi_runtime::command::{self as runner, Run, RunError};
 
 use crate::error::Error;
 
 /// Most bytes of a command's stdout or stderr kept.
 const OUTPUT_LIMIT: u64 = 16 * 1024;
-/// How long to wait for a command's output pipes to close after it exited.
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// What a finished command left behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,61 +29,31 @@ pub struct CommandOutput {
 /// Runs `cmd` (stdin closed, output captured, own process group) and waits at most `limit`.
 /// On timeout the command's process group is killed. `what` names the command in errors.
 pub async fn run(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
     what: &str,
     limit: Duration,
 ) -> Result<CommandOutput, Error> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let program = PathBuf::from(cmd.as_std().get_program());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io("cannot start", program, e))?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let readers = async move {
-        let mut out = Vec::new();
-        if let Some(s) = stdout {
-            let _ = s.take(OUTPUT_LIMIT).read_to_end(&mut out).await;
-        }
-        let mut err = Vec::new();
-        if let Some(s) = stderr {
-            let _ = s.take(OUTPUT_LIMIT).read_to_end(&mut err).await;
-        }
-        out.extend_from_slice(&err);
-        out
-    };
-    let reader = tokio::spawn(readers);
-    let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(Error::io("waiting for", what.to_owned(), e)),
-        Err(_) => {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.kill().await;
-            reader.abort();
-            return Err(Error::Timeout {
+    let out = runner::run(Run::command(cmd, limit).output_limit(OUTPUT_LIMIT))
+        .await
+        .map_err(|e| match e {
+            RunError::Spawn { program, source } => Error::io("cannot start", program, source),
+            RunError::Wait { source, .. } => Error::io("waiting for", what.to_owned(), source),
+            RunError::Timeout { after, .. } => Error::Timeout {
                 what: what.to_owned(),
-                after: limit,
-            });
-        }
-    };
-    // A daemon forked by the command could hold the pipes open; do not wait for it.
-    let output = match tokio::time::timeout(OUTPUT_GRACE, reader).await {
-        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),
-        _ => String::new(),
-    };
+                after,
+            },
+            other => Error::io(
+                "running",
+                what.to_owned(),
+                std::io::Error::other(other.to_string()),
+            ),
+        })?;
+    let mut bytes = out.stdout;
+    bytes.extend_from_slice(&out.stderr);
     Ok(CommandOutput {
-        success: status.success(),
-        status: status.to_string(),
-        output,
+        success: out.status.success(),
+        status: out.status.to_string(),
+        output: String::from_utf8_lossy(&bytes).trim().to_owned(),
     })
 }
 

@@ -2,11 +2,12 @@
 //! (`csi-proto`) so that a daemon that is not a CSI plugin can use it without building the CSI
 //! schema, tonic or prost.
 //!
-//! Always available (heketi-server uses the first two):
+//! Always available (heketi-server uses logging, shutdown and command):
 //! - [`logging`]: `--log-format plain|json` ([`logging::LogFormat`]) and the `tracing` set-up.
 //! - [`shutdown`]: the SIGTERM/SIGINT future; a second signal exits at once.
 //! - [`socket`]: the `unix:///path` endpoint ([`socket::Endpoint`]) and binding its socket.
 //! - [`locks`]: per-volume operation guards that refuse instead of queueing.
+//! - [`command`]: running another program (argv, time limit, process group, capped output).
 //! - [`ServeError`]: the crate's error.
 //!
 //! With feature `csi` (the controller, the node plugin, the testbed):
@@ -20,6 +21,7 @@
 
 #[cfg(feature = "csi")]
 pub mod args;
+pub mod command;
 mod error;
 #[cfg(feature = "csi")]
 pub mod identity;

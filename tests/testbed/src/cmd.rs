@@ -1,35 +1,28 @@
-//! Running external programs: argv only (never a shell), always under a timeout.
+//! Running external programs: argv only (never a shell), always under a timeout, with the same
+//! runner as the binaries ([`gluster_csi_runtime::command`]); errors as `anyhow` messages.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::process::Command;
+use gluster_csi_runtime::command::{self, Run};
 
 /// Timeout for quick administrative commands (`ip`, `umount`).
 pub const SHORT: Duration = Duration::from_secs(15);
 /// Timeout for Gluster CLI calls, which may wait on peers.
 pub const GLUSTER: Duration = Duration::from_secs(120);
 
-/// Runs `argv` and returns its output whatever the exit status. The child is killed when the
-/// timeout passes.
+/// Runs `argv` and returns its output whatever the exit status. At the timeout the child's
+/// process group is killed ([`gluster_csi_runtime::command`], the runner of the binaries).
 pub async fn output<S: AsRef<OsStr>>(argv: &[S], timeout: Duration) -> Result<Output> {
-    let (program, args) = argv.split_first().context("empty command line")?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", show(argv)))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(out) => out.with_context(|| format!("waiting for {}", show(argv))),
-        Err(_) => bail!("{} did not finish within {:?}", show(argv), timeout),
+    if argv.is_empty() {
+        bail!("empty command line");
     }
+    command::run(Run::argv(argv, timeout))
+        .await
+        .with_context(|| format!("running {}", show(argv)))
 }
 
 /// Runs `argv`, fails unless it exits 0, and returns its standard output.
