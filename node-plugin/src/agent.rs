@@ -287,12 +287,14 @@ mod tests {
 
     /// Serves on a socket in a temp dir with `mount_program` standing in for `mount`, sends
     /// `r`, and returns the plugin-side result.
-    async fn exchange(
-        mount_program: &str,
-        r: impl Fn(&Path) -> MountRequest,
-    ) -> Result<MountOutcome, Error> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = config(dir.path(), mount_program);
+    /// Serves `cfg` until the sender is used; returns once the socket exists.
+    async fn start(
+        cfg: AgentConfig,
+    ) -> (
+        PathBuf,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), AgentError>>,
+    ) {
         let socket = cfg.socket.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(cfg, async {
@@ -304,6 +306,15 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        (socket, stop, server)
+    }
+
+    async fn exchange(
+        mount_program: &str,
+        r: impl Fn(&Path) -> MountRequest,
+    ) -> Result<MountOutcome, Error> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (socket, stop, server) = start(config(dir.path(), mount_program)).await;
         let mode = std::fs::metadata(&socket)
             .expect("socket")
             .permissions()
@@ -380,18 +391,7 @@ mod tests {
     #[tokio::test]
     async fn raw_requests_other_than_a_mount_request_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = config(dir.path(), "echo");
-        let socket = cfg.socket.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(cfg, async {
-            let _ = stopped.await;
-        }));
-        for _ in 0..200 {
-            if socket.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (socket, stop, server) = start(config(dir.path(), "echo")).await;
         // A connection that sends nothing (a liveness check) gets no answer.
         let mut probe = UnixStream::connect(&socket).await.expect("connect");
         probe.shutdown().await.expect("shutdown");
