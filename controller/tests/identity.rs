@@ -9,7 +9,7 @@ use std::time::Duration;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::plugin_capability::{self, service, volume_expansion};
 use csi_proto::v1::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
-use gluster_csi_runtime::testing::PluginProcess;
+use gluster_csi_runtime::testing::{PluginProcess, check_any_authority};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gluster-csi-controller");
 const WAIT: Duration = Duration::from_secs(20);
@@ -131,4 +131,18 @@ fn invalid_configuration_fails_before_binding_and_names_the_flag() {
     }
     let out = Command::new(BIN).arg("--version").output().expect("run");
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// grpcio and the other grpc-core clients send the socket path as `:authority`; the plugin
+/// must answer them as it answers grpc-go (`localhost`).
+#[tokio::test]
+async fn clients_sending_any_authority_are_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("csi/controller.sock");
+    let endpoint = format!("unix://{}", sock.display());
+    let mut plugin = PluginProcess::start(BIN, &["--endpoint", endpoint.as_str()]).expect("start");
+    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    if let Err(failures) = check_any_authority(&sock, "gluster.heketi.csi").await {
+        panic!("not answered:\n{failures}");
+    }
 }

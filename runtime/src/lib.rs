@@ -14,13 +14,18 @@
 //! - `serve`: serving a tonic router on the socket until shutdown, with a bounded grace period
 //!   for in-flight calls.
 //! - `identity`: the CSI Identity service.
+//! - `authority`: accepting clients whatever HTTP/2 `:authority` they send (grpcio sends the
+//!   socket path), which the HTTP/2 server would otherwise refuse.
 //! - `args`: the flags every plugin binary takes (`CommonArgs`) and the driver name rules.
 //! - `OperationLocks::lock_or_aborted`: a held key as the CSI `Aborted` status.
 //!
-//! With feature `test-support`: `testing`, running a plugin binary as a child process.
+//! With feature `test-support` (implies `csi`): `testing`, running a plugin binary as a child
+//! process and writing a gRPC call frame by frame (`raw_unary`).
 
 #[cfg(feature = "csi")]
 pub mod args;
+#[cfg(feature = "csi")]
+pub mod authority;
 pub mod command;
 mod error;
 #[cfg(feature = "csi")]

@@ -8,10 +8,12 @@ use std::future::Future;
 use std::io;
 
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Router;
 
 use crate::ServeError;
+use crate::authority::AuthorityFix;
 use crate::socket::Endpoint;
 
 /// How long in-flight calls may run after a shutdown signal.
@@ -33,7 +35,10 @@ pub async fn serve(
         shutdown.await;
         let _ = fired_tx.send(());
     };
-    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+    // Every connection goes through AuthorityFix, so clients that send the socket path as
+    // `:authority` (grpcio and the other grpc-core clients) are served too.
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    let server = router.serve_with_incoming_shutdown(incoming, signal);
     let grace = async move {
         match fired_rx.await {
             Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
