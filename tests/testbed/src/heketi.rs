@@ -21,7 +21,10 @@ use crate::layout::GlusterHost;
 /// Journal role of heketi-server.
 pub const ROLE: &str = "heketi-server";
 /// How long heketi-server may take to answer `/hello`.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// heketi-server listens only once it has finished or rolled back what a killed run left in
+/// flight (each a few gluster CLI calls, plus up to 5 s for glusterd to settle): after a
+/// `kill -9` during a burst that took over 30 s on a loaded 2-core machine.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one asynchronous topology operation may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(120);
 
