@@ -2,7 +2,9 @@
 //! `X-Pending: true` → `303 See Other` → GET the result (or `204`: there is none), and the check
 //! on every `Location` (it must name the same server: a token goes with the next request).
 
-use reqwest::header::LOCATION;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -16,8 +18,34 @@ use crate::transport::{Body, Reply};
 const MAX_REDIRECTS: usize = 5;
 /// Header Heketi sets on `/queue` replies while an operation runs.
 const X_PENDING: &str = "x-pending";
+/// RFC 7240: a `/queue` poll asks the server to hold it up to this many seconds while the
+/// operation runs (heketi-server does; Heketi ignores it and answers at once).
+const PREFER: &str = "prefer";
+/// RFC 7240: the server says it honoured `Prefer: wait`.
+const PREFERENCE_APPLIED: &str = "preference-applied";
+/// Longest a `/queue` poll asks to be held; also at most half the request timeout.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 impl Reply {
+    /// Whether the server says it held this `/queue` poll for the `wait` asked
+    /// (`Preference-Applied: wait=…`) and it really took at least half of it; a server that
+    /// claims it and answers at once is polled on the normal schedule.
+    fn held_for(&self, wait: Option<Duration>, took: Duration) -> bool {
+        let Some(wait) = wait else {
+            return false;
+        };
+        let applied = self
+            .headers
+            .get_all(PREFERENCE_APPLIED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split([',', ';'])
+                    .any(|p| p.trim().to_ascii_lowercase().starts_with("wait"))
+            });
+        applied && took >= wait / 2
+    }
+
     fn is_pending(&self) -> bool {
         self.headers
             .get(X_PENDING)
@@ -83,17 +111,29 @@ impl Client {
         }
         let queue = self.location(&first)?;
         tracing::debug!(%method, path, queue = queue.path(), "operation accepted");
+        let wait = self.queue_wait(deadline);
+        let mut prefer = HeaderMap::new();
+        if let Some(w) = wait
+            && let Ok(v) = HeaderValue::from_str(&format!("wait={}", w.as_secs()))
+        {
+            prefer.insert(PREFER, v);
+        }
         let mut polls = 0u32;
         loop {
+            let asked = Instant::now();
             let r = self
-                .send(Method::GET, queue.clone(), None, deadline)
+                .send_with_headers(Method::GET, queue.clone(), None, deadline, &prefer)
                 .await?;
             if r.is_pending() {
                 if r.status != StatusCode::OK {
                     return Err(api_error(r.status.as_u16(), &r.body));
                 }
-                tokio::time::sleep(backoff::poll_delay(polls)).await;
-                polls = polls.saturating_add(1);
+                // A server that held the poll (our heketi-server) has already waited: ask
+                // again at once. Heketi answers at once: wait before the next poll.
+                if !r.held_for(wait, asked.elapsed()) {
+                    tokio::time::sleep(backoff::poll_delay(polls)).await;
+                    polls = polls.saturating_add(1);
+                }
                 continue;
             }
             return match r.status {
@@ -111,6 +151,14 @@ impl Client {
                 s => Err(api_error(s.as_u16(), &r.body)),
             };
         }
+    }
+
+    /// How long a `/queue` poll asks to be held: [`QUEUE_WAIT`], at most half the request
+    /// timeout and what is left before `deadline`, in whole seconds; `None` below one second.
+    fn queue_wait(&self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let w = QUEUE_WAIT.min(self.inner.request_timeout / 2).min(left / 2);
+        (w.as_secs() > 0).then(|| Duration::from_secs(w.as_secs()))
     }
 
     /// Follow the redirect in `r` (with a new token for the new path) to a 200.
@@ -169,6 +217,52 @@ fn resolve_location(base: &Url, base_str: &str, raw: &str) -> Result<Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(applied: Option<&str>) -> Reply {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_PENDING, HeaderValue::from_static("true"));
+        if let Some(a) = applied {
+            headers.insert(PREFERENCE_APPLIED, HeaderValue::from_str(a).expect("value"));
+        }
+        Reply {
+            status: StatusCode::OK,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_poll_counts_as_held_only_when_the_server_says_so_and_took_the_time() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Heketi: no Preference-Applied, wait on the schedule.
+        assert!(!pending(None).held_for(Some(s(5)), s(5)));
+        // heketi-server held it.
+        assert!(pending(Some("wait=5")).held_for(Some(s(5)), ms(5010)));
+        assert!(pending(Some("respond-async, Wait=5")).held_for(Some(s(5)), s(3)));
+        // Claimed but answered at once: not trusted, or the client would spin.
+        assert!(!pending(Some("wait=5")).held_for(Some(s(5)), ms(20)));
+        // Nothing was asked.
+        assert!(!pending(Some("wait=5")).held_for(None, s(5)));
+        assert!(!pending(Some("return=minimal")).held_for(Some(s(5)), s(5)));
+    }
+
+    #[tokio::test]
+    async fn the_queue_wait_fits_the_request_timeout_and_the_deadline() {
+        let client = |timeout: u64| {
+            Client::builder("http://127.0.0.1:1")
+                .disable_auth()
+                .request_timeout(Duration::from_secs(timeout))
+                .build()
+                .expect("client")
+        };
+        let far = Instant::now() + Duration::from_secs(300);
+        assert_eq!(client(30).queue_wait(far), Some(QUEUE_WAIT));
+        assert_eq!(client(4).queue_wait(far), Some(Duration::from_secs(2)));
+        assert_eq!(client(1).queue_wait(far), None);
+        let near = Instant::now() + Duration::from_secs(3);
+        assert_eq!(client(30).queue_wait(near), Some(Duration::from_secs(1)));
+    }
 
     fn base(s: &str) -> (Url, String) {
         let u = Url::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));

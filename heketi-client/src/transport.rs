@@ -49,13 +49,26 @@ impl Client {
         body: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Reply> {
+        self.send_with_headers(method, url, body, deadline, &HeaderMap::new())
+            .await
+    }
+
+    /// [`Client::send`] with `extra` header fields on every attempt.
+    pub(crate) async fn send_with_headers(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&[u8]>,
+        deadline: Instant,
+        extra: &HeaderMap,
+    ) -> Result<Reply> {
         let replayable = method == Method::GET || method == Method::HEAD;
         let mut budget = backoff::RetryBudget::new(self.inner.retry_budget);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let last_attempt = attempt >= self.inner.max_attempts;
-            let result = self.send_once(&method, &url, body).await;
+            let result = self.send_once(&method, &url, body, extra).await;
             let request_timeout = self.inner.request_timeout;
             let (err, retry_after, reason) = match result {
                 Ok(r) if r.status == StatusCode::TOO_MANY_REQUESTS && !last_attempt => (
@@ -125,8 +138,13 @@ impl Client {
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
+        extra: &HeaderMap,
     ) -> Result<Reply, SendError> {
-        let mut req = self.inner.http.request(method.clone(), url.clone());
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .headers(extra.clone());
         if let Some(key) = &self.inner.key {
             let token = auth::token(
                 &self.inner.user,

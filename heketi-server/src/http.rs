@@ -2,12 +2,12 @@
 //! trailing newline, plain-text errors, 202/303/204 for asynchronous operations).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -237,21 +237,55 @@ async fn volume_clone(State(app): State<AppState>, Path(id): Path<String>, body:
 async fn queue_status(
     State(app): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
     let id = id_of(&id)?;
-    match app.queue.poll(id) {
-        Poll::Unknown => Err(ApiError::id_not_found()),
+    let wait = preferred_wait(&headers);
+    let poll = match wait {
+        Some(w) => app.queue.poll_wait(id, w).await,
+        None => app.queue.poll(id),
+    };
+    let mut resp = match poll {
+        Poll::Unknown => return Err(ApiError::id_not_found()),
         Poll::Pending => {
             let mut resp = StatusCode::OK.into_response();
             resp.headers_mut()
                 .insert("X-Pending", HeaderValue::from_static("true"));
-            Ok(resp)
+            resp
         }
-        Poll::Done(Ok(None)) => status_only(StatusCode::NO_CONTENT),
-        Poll::Done(Ok(Some(location))) => see_other(&method, &location),
-        Poll::Done(Err(msg)) => Err(ApiError::internal(msg)),
+        Poll::Done(Ok(None)) => status_only(StatusCode::NO_CONTENT)?,
+        Poll::Done(Ok(Some(location))) => see_other(&method, &location)?,
+        Poll::Done(Err(msg)) => return Err(ApiError::internal(msg)),
+    };
+    if let Some(w) = wait
+        && let Ok(v) = HeaderValue::from_str(&format!("wait={}", w.as_secs()))
+    {
+        resp.headers_mut().insert("Preference-Applied", v);
     }
+    Ok(resp)
+}
+
+/// Longest a `/queue` poll may be held with `Prefer: wait=N`.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// The `wait` preference of a `/queue` poll (RFC 7240 `Prefer: wait=N`, seconds), capped at
+/// [`MAX_QUEUE_WAIT`]; `None` when absent, zero or malformed. An extension of ours: Heketi
+/// ignores the header and answers at once, and clients that do not send it see no change.
+pub fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| v.trim().trim_matches('"').parse::<u64>().ok())?
+        })
+        .find(|secs| *secs > 0)
+        .map(|secs| Duration::from_secs(secs).min(MAX_QUEUE_WAIT))
 }
 
 /// 303 like Go's `http.Redirect` for a GET: Location plus a tiny HTML body.
@@ -269,4 +303,32 @@ fn see_other(method: &Method, location: &str) -> Reply {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("prefer", HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_wait_preference_is_read_and_capped() {
+        let secs = |v: &[&str]| preferred_wait(&prefer(v)).map(|d| d.as_secs());
+        assert_eq!(secs(&[]), None);
+        assert_eq!(secs(&["wait=5"]), Some(5));
+        assert_eq!(secs(&["respond-async, wait=3"]), Some(3));
+        assert_eq!(secs(&["handling=lenient; WAIT = \"4\""]), Some(4));
+        assert_eq!(secs(&["return=minimal", "wait=2"]), Some(2));
+        assert_eq!(secs(&["wait=600"]), Some(MAX_QUEUE_WAIT.as_secs()));
+        assert_eq!(secs(&["wait=0"]), None);
+        assert_eq!(secs(&["wait=-1"]), None);
+        assert_eq!(secs(&["wait=soon"]), None);
+        assert_eq!(secs(&["waiting=5"]), None);
+    }
 }

@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::ids::new_id;
 
@@ -34,6 +37,8 @@ struct Inner {
 pub struct Queue {
     inner: Mutex<Inner>,
     max_inflight: usize,
+    /// Woken whenever an operation finishes, for polls that wait ([`Queue::poll_wait`]).
+    finished: Notify,
 }
 
 /// One of the `--max-inflight` slots, held while a throttled operation runs.
@@ -52,6 +57,7 @@ impl Queue {
         Arc::new(Self {
             inner: Mutex::new(Inner::default()),
             max_inflight,
+            finished: Notify::new(),
         })
     }
 
@@ -86,6 +92,26 @@ impl Queue {
         if let Some(e) = self.lock().entries.get_mut(id) {
             *e = Some(result);
         }
+        self.finished.notify_waiters();
+    }
+
+    /// Like [`Queue::poll`], but while the operation runs, waits up to `wait` for it to finish
+    /// (a poll with `Prefer: wait=N`, our extension: Heketi answers at once).
+    pub async fn poll_wait(&self, id: &str, wait: Duration) -> Poll {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the look, so a finish between the two is not missed.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            match self.poll(id) {
+                Poll::Pending => {}
+                other => return other,
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return self.poll(id);
+            }
+        }
     }
 
     /// Looks at entry `id`; a finished entry is removed by this call.
@@ -110,6 +136,40 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_waiting_poll_answers_when_the_operation_finishes_or_at_the_wait() {
+        let q = Queue::new(2);
+        let id = q.start();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            q.poll_wait(&id, Duration::from_millis(200)).await,
+            Poll::Pending
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        let finisher = {
+            let q = Arc::clone(&q);
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                q.finish(&id, Ok(None));
+            })
+        };
+        // Far longer than the finish takes: the answer comes with the finish, not the wait.
+        let got = tokio::time::timeout(
+            Duration::from_secs(20),
+            q.poll_wait(&id, Duration::from_secs(30)),
+        )
+        .await
+        .expect("answered before the wait ended");
+        assert_eq!(got, Poll::Done(Ok(None)));
+        finisher.await.expect("join");
+        assert_eq!(
+            q.poll_wait("nope", Duration::from_secs(30)).await,
+            Poll::Unknown
+        );
+    }
 
     #[test]
     fn completed_entries_are_read_once() {

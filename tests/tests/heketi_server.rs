@@ -68,6 +68,11 @@ fn main() {
                 disabled_auth_needs_no_token,
             ),
             harness::trial("cluster_routes", &tb, cluster_routes),
+            harness::trial(
+                "a_queue_poll_asking_to_wait_is_answered_when_the_operation_ends",
+                &tb,
+                a_queue_poll_asking_to_wait_is_answered_when_the_operation_ends,
+            ),
             harness::trial("node_and_device_routes", &tb, node_and_device_routes),
             harness::trial(
                 "replica3_bricks_on_three_hosts_mount_write_read_df_gid",
@@ -376,6 +381,28 @@ impl Server {
     }
 
     /// A request signed by the admin.
+    /// [`Server::req`] with extra header fields.
+    async fn req_with(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<Resp> {
+        let t = token("admin", &self.admin_key, method, path, 0, Some(300));
+        let m = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .header("authorization", format!("bearer {t}"));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let r = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        Ok(Resp {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await?,
+        })
+    }
+
     async fn req(&self, method: &str, path: &str, body: Option<&str>) -> Result<Resp> {
         let qsh_path = path.split('?').next().unwrap_or(path);
         let t = token("admin", &self.admin_key, method, qsh_path, 0, Some(300));
@@ -1155,6 +1182,54 @@ async fn replica3_bricks_on_three_hosts_mount_write_read_df_gid(tb: Arc<Testbed>
     }
     s.delete_volume(&vol.id).await?;
     Ok(())
+}
+
+/// Our extension of `/queue` (RFC 7240 `Prefer: wait=N`, which Heketi ignores): a poll that
+/// asks to wait is held while the operation runs and answered when it ends, saying so with
+/// `Preference-Applied`; a poll without it is answered at once, as by Heketi.
+async fn a_queue_poll_asking_to_wait_is_answered_when_the_operation_ends(
+    tb: Arc<Testbed>,
+) -> Result<()> {
+    let s = Server::start(&tb, "longpoll", &[]).await?;
+    s.load_topology().await?;
+    let r = s
+        .req("POST", "/volumes", Some(&replica3(1).to_string()))
+        .await?;
+    ensure!(r.status == 202, "create: {r:?}");
+    let queue = r.location()?;
+    let quick = s.req("GET", &queue, None).await?;
+    ensure!(
+        quick.status == 200
+            && quick.header("x-pending") == Some("true")
+            && quick.header("preference-applied").is_none(),
+        "a plain poll right after the 202: {quick:?}"
+    );
+    let mut held_polls = 0;
+    let done = loop {
+        held_polls += 1;
+        let r = s.req_with("GET", &queue, &[("prefer", "wait=10")]).await?;
+        ensure!(
+            r.header("preference-applied") == Some("wait=10"),
+            "held poll {held_polls}: {r:?}"
+        );
+        if r.status != 200 {
+            break r;
+        }
+        ensure!(
+            r.header("x-pending") == Some("true"),
+            "held poll {held_polls}: {r:?}"
+        );
+        ensure!(
+            held_polls < 6,
+            "still pending after {held_polls} polls held 10 s each"
+        );
+    };
+    ensure!(done.status == 303, "the create's end: {done:?}");
+    // A create takes seconds: the first held poll sees its end (a second one only if the
+    // create ran longer than the 10 s a poll is held).
+    ensure!(held_polls <= 2, "{held_polls} held polls for one create");
+    let vol: VolumeInfoResponse = s.get_json(&done.location()?).await?;
+    s.delete_volume(&vol.id).await
 }
 
 async fn expand_shows_in_df_and_accounting(tb: Arc<Testbed>) -> Result<()> {
