@@ -392,8 +392,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     s.notes.push(
         "Heketi HTTP requests are counted from heketi-server's request log (every route, \
          `/queue` polls included). Create and delete are asynchronous in Heketi: heketi-client \
-         polls `/queue/{id}` after 200 ms, then every 1.5× longer (capped at 3 s), so a latency \
-         is the operation's time rounded up to the next poll — the same schedule for both sides."
+         asks heketi-server to hold each `/queue/{id}` poll until the operation ends \
+         (`Prefer: wait=5`, answered with `Preference-Applied`), so a latency is the \
+         operation's own time, not rounded up to a poll step (against Heketi, which ignores \
+         the header, it polls after 200 ms, then every 1.5× longer up to 3 s) — the same \
+         client for both sides."
             .into(),
     );
     if failures > 0 {
