@@ -7,15 +7,19 @@
 //! anything that does not parse with `RST_STREAM(PROTOCOL_ERROR)`, so every call of such a
 //! client failed. A CSI endpoint must not depend on what its client happens to send.
 //!
-//! [`AuthorityFix`] sits between the accepted socket and the server and rewrites the
-//! client-to-server byte stream: each header block (HEADERS and its CONTINUATION frames) is
-//! decoded with a decoder that mirrors the client's HPACK encoder, an `:authority` that is not a
-//! valid URI authority becomes `localhost` (what grpc-go sends), and the block is encoded again
-//! with an encoder paired with the server's decoder. Because both HPACK contexts are kept, every
-//! block is re-encoded, not only the ones that change. All other frames, the connection preface
-//! and the whole server-to-client direction pass through untouched. A stream that does not
-//! start with the HTTP/2 preface, or a header block that does not decode, is passed through
-//! as it is from there on, for the server to refuse as before.
+//! [`AuthorityFix`] sits between the accepted socket and the server and decides per
+//! connection, at the client's first header block (a gRPC channel uses one authority for all
+//! its calls): when that block's `:authority` is valid (grpc-go, kubelet, the sidecars), the
+//! block and everything after it pass through untouched and the connection costs one HPACK
+//! decode. Otherwise the client-to-server byte stream is rewritten for the connection's life:
+//! each header block (HEADERS and its CONTINUATION frames) is decoded with a decoder that
+//! mirrors the client's HPACK encoder, an `:authority` that is not a valid URI authority becomes
+//! `localhost` (what grpc-go sends), and the block is encoded again with an encoder paired with
+//! the server's decoder; because both HPACK contexts are kept, every block of such a connection
+//! is re-encoded, not only the ones that change. All other frames, the connection preface and
+//! the whole server-to-client direction pass through untouched. A stream that does not start
+//! with the HTTP/2 preface, or a header block that does not decode, is passed through as it is
+//! from there on, for the server to refuse as before.
 
 use std::io;
 use std::pin::Pin;
@@ -54,6 +58,8 @@ pub struct AuthorityFix<S> {
     out: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// Where bytes from the socket are read into (reused: no per-read allocation or zeroing).
+    chunk: Box<[u8]>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -65,6 +71,7 @@ impl<S> AuthorityFix<S> {
             out: Vec::new(),
             out_pos: 0,
             eof: false,
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 }
@@ -90,15 +97,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            if this.rewriter.passthrough && this.out.is_empty() {
+                // Nothing to rewrite any more: the server reads the socket directly.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut read = ReadBuf::new(&mut this.chunk[..]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            let n = read.filled().len();
+            if n == 0 {
                 // End of the client's stream: whatever is left (a cut frame) goes on as it is.
                 this.eof = true;
                 this.rewriter.finish(&mut this.out);
             } else {
-                this.rewriter.feed(read.filled(), &mut this.out);
+                this.rewriter.feed(&this.chunk[..n], &mut this.out);
             }
         }
     }
@@ -163,8 +174,11 @@ pub struct Rewriter {
     decoder: Decoder<'static>,
     /// Paired with the server's decoder.
     encoder: Encoder<'static>,
-    /// Not HTTP/2 as expected: everything goes through unchanged.
+    /// Everything goes through unchanged from here on: the first header block was fine, or
+    /// the stream is not HTTP/2 as expected.
     passthrough: bool,
+    /// Whether header blocks are being re-encoded (decided at the first one).
+    rewriting: bool,
     /// How many `:authority` values were replaced.
     replaced: u64,
 }
@@ -178,6 +192,7 @@ impl Default for Rewriter {
             decoder: Decoder::new(),
             encoder: Encoder::new(),
             passthrough: false,
+            rewriting: false,
             replaced: 0,
         }
     }
@@ -296,6 +311,19 @@ impl Rewriter {
                 return;
             }
         };
+        if !self.rewriting {
+            let fine = headers
+                .iter()
+                .all(|(n, v)| n.as_slice() != b":authority" || valid_authority(v));
+            if fine {
+                // The server's decoder sees the client's own bytes from the start: nothing to
+                // keep in step, nothing more to look at.
+                out.extend_from_slice(&block.original);
+                self.pass_through_from_here(out);
+                return;
+            }
+            self.rewriting = true;
+        }
         for (name, value) in &mut headers {
             if name.as_slice() == b":authority" && !valid_authority(value) {
                 *value = FALLBACK_AUTHORITY.to_vec();
@@ -527,14 +555,32 @@ mod tests {
     #[test]
     fn padding_and_priority_are_handled_and_valid_authorities_stay() {
         let reqs = vec![
-            request("csi.example:8080", "/a"),
-            request("tmp%2Fcsi.sock", "/b"),
+            request("tmp%2Fcsi.sock", "/a"),
+            request("csi.example:8080", "/b"),
+            request("tmp%2Fcsi.sock", "/c"),
         ];
         let (out, replaced) = rewrite_in_chunks(&client_bytes(&reqs, PADDED | PRIORITY), 5);
         let (blocks, _) = server_view(&out);
-        assert_eq!(authority(&blocks[0]), "csi.example:8080");
-        assert_eq!(authority(&blocks[1]), "localhost");
-        assert_eq!(replaced, 1);
+        assert_eq!(authority(&blocks[0]), "localhost");
+        assert_eq!(authority(&blocks[1]), "csi.example:8080");
+        assert_eq!(authority(&blocks[2]), "localhost");
+        assert_eq!(replaced, 2);
+    }
+
+    #[test]
+    fn a_connection_that_starts_with_a_valid_authority_passes_through_byte_for_byte() {
+        let reqs = vec![
+            request("localhost", "/csi.v1.Identity/Probe"),
+            request("localhost", "/csi.v1.Node/NodeGetInfo"),
+        ];
+        for flags in [0, PADDED | PRIORITY] {
+            let input = client_bytes(&reqs, flags);
+            for chunk in [1, 9, 4096] {
+                let (out, replaced) = rewrite_in_chunks(&input, chunk);
+                assert_eq!(out, input, "chunk {chunk}");
+                assert_eq!(replaced, 0);
+            }
+        }
     }
 
     #[test]
