@@ -15,6 +15,9 @@ use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use csi_proto::v1::TopologyRequirement;
+use gluster_csi_runtime::topology::serves;
+
 use crate::backends_file::url_key;
 use crate::config::{BackendAuth, BackendSpec, Config};
 use crate::error::{Error, Result};
@@ -222,14 +225,21 @@ impl Backends {
     /// brought a CSI secret, or, for GetCapacity, the class its own key): the calls that come
     /// later without a StorageClass (DeleteVolume, ControllerExpandVolume) have nothing else
     /// to authenticate with, so such a class is refused up front.
+    ///
+    /// A class without `resturl` follows `topology` (the request's accessibility requirements)
+    /// when backends declare where they are: see [`Backends::placed_for`].
     pub async fn for_class(
         &self,
         resturl: Option<&str>,
+        topology: Option<&TopologyRequirement>,
         creds: Option<Credentials>,
         own_credentials: bool,
         no_default: impl FnOnce() -> Error,
     ) -> Result<Target> {
         let Some(url) = resturl else {
+            if let Some(name) = self.placed_for(topology)? {
+                return self.known(&name, creds).await;
+            }
             let name = self.default.as_deref().ok_or_else(no_default)?;
             return self.known(name, creds).await;
         };
@@ -248,6 +258,83 @@ impl Backends {
                  csi.storage.k8s.io/provisioner-secret-name/-namespace and \
                  csi.storage.k8s.io/controller-expand-secret-name/-namespace"
             ))),
+        }
+    }
+
+    /// The placed backend (one with a `topology`) to create in for `requirement`, as the CSI
+    /// spec orders it: the first `preferred` segment some placed backend serves, else the first
+    /// `requisite` one (backends in name order within a segment). `Ok(None)`: no requirement,
+    /// no placed backend, or nothing placed fits but the requirement allows any place (only
+    /// preferred segments, or a default backend reachable from everywhere): the class's usual
+    /// backend. RESOURCE_EXHAUSTED when requisite segments are given and neither a placed
+    /// backend nor an unplaced default serves any of them.
+    pub fn placed_for(&self, requirement: Option<&TopologyRequirement>) -> Result<Option<String>> {
+        let Some(req) = requirement else {
+            return Ok(None);
+        };
+        let placed: Vec<&BackendSpec> = self
+            .specs
+            .values()
+            .filter(|b| !b.topology.is_empty())
+            .collect();
+        if placed.is_empty() {
+            return Ok(None);
+        }
+        for segment in req.preferred.iter().chain(&req.requisite) {
+            if let Some(b) = placed
+                .iter()
+                .find(|b| serves(&b.topology, &segment.segments))
+            {
+                return Ok(Some(b.name.clone()));
+            }
+        }
+        let default_everywhere = self
+            .default
+            .as_deref()
+            .and_then(|d| self.specs.get(d))
+            .is_some_and(|d| d.topology.is_empty());
+        if req.requisite.is_empty() || default_everywhere {
+            return Ok(None);
+        }
+        let wanted: Vec<String> = req
+            .requisite
+            .iter()
+            .map(|t| {
+                t.segments
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let have: Vec<String> = placed
+            .iter()
+            .map(|b| {
+                let at: Vec<String> = b.topology.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} at {}", b.name, at.join(","))
+            })
+            .collect();
+        Err(Error::ResourceExhausted(format!(
+            "no backend serves the requisite topology [{}]: the backends file places {}; add a \
+             backend with that topology, or let the claim's pod run where a backend is \
+             (StorageClass allowedTopologies, node --topology)",
+            wanted.join("; "),
+            have.join("; ")
+        )))
+    }
+
+    /// Where the volumes of backend `r` are reachable from: its `topology` as one CSI segment,
+    /// or none (everywhere) for an unplaced backend or a URL of no configured backend.
+    pub fn accessible_from(&self, r: &BackendRef) -> Vec<csi_proto::v1::Topology> {
+        let name = match self.canonical(r) {
+            Some(BackendRef::Named(n)) => n,
+            _ => return Vec::new(),
+        };
+        match self.specs.get(&name) {
+            Some(b) if !b.topology.is_empty() => vec![csi_proto::v1::Topology {
+                segments: b.topology.clone().into_iter().collect(),
+            }],
+            _ => Vec::new(),
         }
     }
 
@@ -424,6 +511,7 @@ mod tests {
                 user: "admin".into(),
                 key: SecretString::from("k"),
             },
+            topology: Default::default(),
         }
     }
 
@@ -469,6 +557,87 @@ mod tests {
         })
     }
 
+    fn placed(name: &str, zone: Option<&str>) -> BackendSpec {
+        let mut b = spec(name, &format!("http://{name}:8080"), &[]);
+        if let Some(z) = zone {
+            b.topology = gluster_csi_runtime::topology::parse_segment(&[format!("zone={z}")], "t")
+                .expect("segment");
+        }
+        b
+    }
+
+    fn zones(names: &[&str]) -> Vec<csi_proto::v1::Topology> {
+        names
+            .iter()
+            .map(|z| csi_proto::v1::Topology {
+                segments: [(
+                    "topology.gluster.heketi.csi/zone".to_owned(),
+                    (*z).to_owned(),
+                )]
+                .into_iter()
+                .collect(),
+            })
+            .collect()
+    }
+
+    fn want(requisite: &[&str], preferred: &[&str]) -> TopologyRequirement {
+        TopologyRequirement {
+            requisite: zones(requisite),
+            preferred: zones(preferred),
+        }
+    }
+
+    #[test]
+    fn topology_picks_preferred_then_requisite_and_refuses_what_no_backend_serves() {
+        let mut c = config(None);
+        c.backends = vec![placed("east", Some("east")), placed("west", Some("west"))];
+        c.default_backend = Some("east".into());
+        let b = Backends::new_for_test(&c);
+        let pick = |r: &TopologyRequirement| b.placed_for(Some(r)).map_err(|e| e.to_string());
+        assert_eq!(
+            pick(&want(&["east", "west"], &["west", "east"])),
+            Ok(Some("west".into()))
+        );
+        assert_eq!(pick(&want(&["east", "west"], &[])), Ok(Some("east".into())));
+        assert_eq!(
+            pick(&want(&["north", "west"], &["north"])),
+            Ok(Some("west".into()))
+        );
+        // Only a preferred segment nobody serves: any place will do (the class's backend).
+        assert_eq!(pick(&want(&[], &["north"])), Ok(None));
+        let e = pick(&want(&["north"], &[])).expect_err("nothing serves north");
+        assert!(
+            e.contains("north") && e.contains("east at") && e.contains("west at"),
+            "{e}"
+        );
+        assert!(matches!(
+            b.placed_for(Some(&want(&["north"], &[]))),
+            Err(Error::ResourceExhausted(_))
+        ));
+        assert_eq!(b.placed_for(None).map_err(|e| e.to_string()), Ok(None));
+        let r = BackendRef::Named("west".into());
+        assert_eq!(b.accessible_from(&r), zones(&["west"]));
+
+        // A default reachable from everywhere takes what no placed backend serves.
+        let mut c = config(Some("http://h:8080"));
+        c.backends.push(placed("west", Some("west")));
+        let b = Backends::new_for_test(&c);
+        assert_eq!(
+            b.placed_for(Some(&want(&["north"], &[])))
+                .map_err(|e| e.to_string()),
+            Ok(None)
+        );
+        assert!(b.accessible_from(&BackendRef::Default).is_empty());
+
+        // No backend placed: topology plays no part.
+        let b = Backends::new_for_test(&config(Some("http://h:8080")));
+        assert_eq!(
+            b.placed_for(Some(&want(&["north"], &[])))
+                .map_err(|e| e.to_string()),
+            Ok(None)
+        );
+    }
+
     #[tokio::test]
     async fn urls_and_aliases_resolve_to_names() {
         let b = Backends::new_for_test(&config(Some("http://h:8080")));
@@ -502,7 +671,7 @@ mod tests {
             "the alias leads to today's URL"
         );
         let t = b
-            .for_class(None, None, false, no_default)
+            .for_class(None, None, None, false, no_default)
             .await
             .expect("default");
         assert_eq!(t.reference, BackendRef::Named("default".into()));
@@ -540,6 +709,7 @@ mod tests {
         let e = b
             .for_class(
                 Some("http://elsewhere:8080"),
+                None,
                 creds("class key"),
                 false,
                 no_default,
@@ -552,6 +722,7 @@ mod tests {
         assert!(
             b.for_class(
                 Some("http://elsewhere:8080"),
+                None,
                 creds("csi"),
                 true,
                 no_default
@@ -560,7 +731,7 @@ mod tests {
             .is_ok()
         );
         let e = b
-            .for_class(None, None, false, no_default)
+            .for_class(None, None, None, false, no_default)
             .await
             .err()
             .expect("no default");

@@ -187,6 +187,7 @@ impl Config {
                         },
                         None => BackendAuth::None,
                     },
+                    topology: Default::default(),
                 };
                 // Build a client once so a bad URL or CA fails now, naming the flag.
                 backend

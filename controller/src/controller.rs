@@ -344,6 +344,7 @@ impl Inner {
     }
 
     fn volume(
+        &self,
         reference: &BackendRef,
         info: &VolumeInfoResponse,
         content_source: Option<VolumeContentSource>,
@@ -357,7 +358,7 @@ impl Inner {
             volume_id,
             volume_context: crate::index::volume_context(info),
             content_source,
-            accessible_topology: Vec::new(),
+            accessible_topology: self.backends.accessible_from(reference),
         })
     }
 
@@ -569,7 +570,7 @@ impl Inner {
         // The id asked about, as it is: one written before the cluster tag stays without it.
         let volume = Volume {
             volume_id: req.volume_id,
-            ..Self::volume(&target.reference, &info, None)?
+            ..self.volume(&target.reference, &info, None)?
         };
         Ok(ControllerGetVolumeResponse {
             volume: Some(volume),
@@ -646,10 +647,29 @@ impl Inner {
         // is asked only with the class's own key.
         let creds = params.credentials(&HashMap::new()).unwrap_or_default();
         let own = creds.is_some();
-        let target = self
+        // Capacity per topology segment (CSIStorageCapacity): the backend placed there.
+        let topology =
+            req.accessible_topology
+                .clone()
+                .map(|segment| csi_proto::v1::TopologyRequirement {
+                    requisite: vec![segment],
+                    preferred: Vec::new(),
+                });
+        let target = match self
             .backends
-            .for_class(params.resturl.as_deref(), creds, own, no_default_for_class)
-            .await?;
+            .for_class(
+                params.resturl.as_deref(),
+                topology.as_ref(),
+                creds,
+                own,
+                no_default_for_class,
+            )
+            .await
+        {
+            // No backend is placed in that segment: nothing can be made there.
+            Err(Error::ResourceExhausted(_)) => return Ok(GetCapacityResponse::default()),
+            other => other?,
+        };
         let free_kib = self.free_kib(&target, &params.clusters).await?;
         let available = params.volume_type.usable(free_kib.saturating_mul(1024));
         Ok(GetCapacityResponse {
@@ -940,6 +960,7 @@ mod tests {
                     aliases: Vec::new(),
                     ca: None,
                     auth: BackendAuth::None,
+                    topology: Default::default(),
                 }],
                 default_backend: Some("default".into()),
                 request_timeout: Duration::from_secs(2),

@@ -70,6 +70,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         vec![
             Capability::ControllerService,
             Capability::OnlineVolumeExpansion,
+            Capability::VolumeAccessibilityConstraints,
         ],
         Arc::new(identity::Serving),
     );

@@ -75,6 +75,9 @@ async fn identity_answers_and_probe_is_ready_whether_heketi_answers_or_not() {
                 plugin_capability::Type::VolumeExpansion(plugin_capability::VolumeExpansion {
                     r#type: volume_expansion::Type::Online as i32
                 }),
+                plugin_capability::Type::Service(plugin_capability::Service {
+                    r#type: service::Type::VolumeAccessibilityConstraints as i32
+                }),
             ]
         );
 
