@@ -8,7 +8,7 @@
 //! before it or on a restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
@@ -123,6 +123,9 @@ impl Target {
 
 type ClientKey = (String, String, Option<String>);
 
+/// How often the backends file is read again for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
 /// Where a resolved backend is, as the controller tracks it.
 enum Place<'a> {
     /// A configured backend.
@@ -134,10 +137,9 @@ enum Place<'a> {
 
 /// Every backend the controller knows, and the state of each one used.
 pub struct Backends {
-    specs: BTreeMap<String, BackendSpec>,
-    /// [`url_key`] of every URL and alias → backend name.
-    by_url: HashMap<String, String>,
-    default: Option<String>,
+    /// The configured backends; replaced whole by [`Backends::replace`] (the backends file
+    /// changed), while the state and clients of each backend are kept.
+    catalog: RwLock<Arc<Catalog>>,
     request_timeout: Duration,
     operation_timeout: Duration,
     retry_budget: Duration,
@@ -154,17 +156,17 @@ pub struct Backends {
     health: Arc<HeketiHealth>,
 }
 
-impl Backends {
-    /// The backends of `config`, recording Heketi calls in `metrics`, adding each URL used to
-    /// the `health` checks and reading backends' Secrets with `secrets`.
-    pub fn new(
-        config: &Config,
-        metrics: Arc<Metrics>,
-        health: Arc<HeketiHealth>,
-        secrets: Arc<SecretReader>,
-    ) -> Self {
-        let specs: BTreeMap<String, BackendSpec> = config
-            .backends
+/// The backends configured at one time.
+struct Catalog {
+    specs: BTreeMap<String, BackendSpec>,
+    /// [`url_key`] of every URL and alias → backend name.
+    by_url: HashMap<String, String>,
+    default: Option<String>,
+}
+
+impl Catalog {
+    fn new(backends: &[BackendSpec], default: Option<String>) -> Self {
+        let specs: BTreeMap<String, BackendSpec> = backends
             .iter()
             .map(|b| (b.name.clone(), b.clone()))
             .collect();
@@ -177,7 +179,25 @@ impl Backends {
         Self {
             specs,
             by_url,
-            default: config.default_backend.clone(),
+            default,
+        }
+    }
+}
+
+impl Backends {
+    /// The backends of `config`, recording Heketi calls in `metrics`, adding each URL used to
+    /// the `health` checks and reading backends' Secrets with `secrets`.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        health: Arc<HeketiHealth>,
+        secrets: Arc<SecretReader>,
+    ) -> Self {
+        Self {
+            catalog: RwLock::new(Arc::new(Catalog::new(
+                &config.backends,
+                config.default_backend.clone(),
+            ))),
             metrics,
             health,
             secrets,
@@ -192,27 +212,60 @@ impl Backends {
         }
     }
 
+    fn cat(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the configured backends (the backends file was read again). Calls in flight
+    /// finish with the backends they started with; each backend's operation limit and volume
+    /// index carry over while its name and URL stay the same.
+    pub fn replace(&self, backends: &[BackendSpec], default: Option<String>) {
+        let next = Arc::new(Catalog::new(backends, default));
+        let old = std::mem::replace(
+            &mut *self.catalog.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::clone(&next),
+        );
+        // A backend that moved to another URL, or is gone, starts afresh (its volume index
+        // and limit belonged to the old Heketi).
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, spec) in &old.specs {
+            let same = next
+                .specs
+                .get(name)
+                .is_some_and(|n| url_key(&n.url) == url_key(&spec.url));
+            if !same {
+                states.remove(&format!("name:{name}"));
+            }
+        }
+    }
+
+    /// The configured backends' names, for logs.
+    pub fn names(&self) -> Vec<String> {
+        self.cat().specs.keys().cloned().collect()
+    }
+
     /// Whether a default backend is configured.
     pub fn has_default(&self) -> bool {
-        self.default.is_some()
+        self.cat().default.is_some()
     }
 
     /// The name of the configured backend that has `url` as its URL or an alias.
-    pub fn name_of_url(&self, url: &str) -> Option<&str> {
-        self.by_url.get(&url_key(url)).map(String::as_str)
+    pub fn name_of_url(&self, url: &str) -> Option<String> {
+        self.cat().by_url.get(&url_key(url)).cloned()
     }
 
     /// The canonical reference of `r` when it is a configured backend: `Named`; a URL of no
     /// backend stays a URL; `None` for a name that is not configured or a missing default.
     pub fn canonical(&self, r: &BackendRef) -> Option<BackendRef> {
+        let cat = self.cat();
         match r {
-            BackendRef::Default => self.default.clone().map(BackendRef::Named),
-            BackendRef::Named(n) => self
+            BackendRef::Default => cat.default.clone().map(BackendRef::Named),
+            BackendRef::Named(n) => cat
                 .specs
                 .contains_key(n)
                 .then(|| BackendRef::Named(n.clone())),
             BackendRef::Url(u) => Some(match self.name_of_url(u) {
-                Some(n) => BackendRef::Named(n.to_owned()),
+                Some(n) => BackendRef::Named(n),
                 None => BackendRef::Url(u.trim_end_matches('/').to_owned()),
             }),
         }
@@ -240,11 +293,10 @@ impl Backends {
             if let Some(name) = self.placed_for(topology)? {
                 return self.known(&name, creds).await;
             }
-            let name = self.default.as_deref().ok_or_else(no_default)?;
-            return self.known(name, creds).await;
+            let name = self.cat().default.clone().ok_or_else(no_default)?;
+            return self.known(&name, creds).await;
         };
         if let Some(name) = self.name_of_url(url) {
-            let name = name.to_owned();
             return self.known(&name, creds).await;
         }
         match creds {
@@ -272,7 +324,8 @@ impl Backends {
         let Some(req) = requirement else {
             return Ok(None);
         };
-        let placed: Vec<&BackendSpec> = self
+        let cat = self.cat();
+        let placed: Vec<&BackendSpec> = cat
             .specs
             .values()
             .filter(|b| !b.topology.is_empty())
@@ -288,10 +341,10 @@ impl Backends {
                 return Ok(Some(b.name.clone()));
             }
         }
-        let default_everywhere = self
+        let default_everywhere = cat
             .default
             .as_deref()
-            .and_then(|d| self.specs.get(d))
+            .and_then(|d| cat.specs.get(d))
             .is_some_and(|d| d.topology.is_empty());
         if req.requisite.is_empty() || default_everywhere {
             return Ok(None);
@@ -330,7 +383,7 @@ impl Backends {
             Some(BackendRef::Named(n)) => n,
             _ => return Vec::new(),
         };
-        match self.specs.get(&name) {
+        match self.cat().specs.get(&name) {
             Some(b) if !b.topology.is_empty() => vec![csi_proto::v1::Topology {
                 segments: b.topology.clone().into_iter().collect(),
             }],
@@ -356,11 +409,11 @@ impl Backends {
     ) -> Result<Target> {
         match r {
             BackendRef::Default => {
-                let name = self.default.clone().ok_or_else(no_default)?;
+                let name = self.cat().default.clone().ok_or_else(no_default)?;
                 self.known(&name, creds).await
             }
             BackendRef::Named(n) => {
-                if !self.specs.contains_key(n) {
+                if !self.cat().specs.contains_key(n) {
                     return Err(Error::invalid(format!(
                         "the volume id names Heketi backend {n:?}, which is not configured; \
                          add a backend named {n} (with its URL and Secret) to the \
@@ -371,7 +424,6 @@ impl Backends {
             }
             BackendRef::Url(u) => {
                 if let Some(name) = self.name_of_url(u) {
-                    let name = name.to_owned();
                     return self.known(&name, creds).await;
                 }
                 match creds {
@@ -388,7 +440,8 @@ impl Backends {
     }
 
     async fn known(&self, name: &str, creds: Option<Credentials>) -> Result<Target> {
-        let spec = self
+        let cat = self.cat();
+        let spec = cat
             .specs
             .get(name)
             .ok_or_else(|| Error::Internal(format!("backend {name} is not configured")))?;
@@ -531,6 +584,7 @@ mod tests {
             retry_budget: Duration::from_secs(1),
             max_inflight: 2,
             index_reload: crate::index::FULL_RELOAD,
+            backends_file: None,
         }
     }
 

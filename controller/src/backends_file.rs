@@ -21,7 +21,9 @@
 //! JSON with the same fields is read as well (YAML is a superset of it). Unknown fields are
 //! errors, so a misspelt one is not silently ignored. The Secret is read through the
 //! Kubernetes API each time a call needs it, so a rotated key is used at once; the file itself
-//! is read at start-up (a changed ConfigMap takes a restart).
+//! is read at start-up and again whenever its text changes (checked every few seconds: a
+//! ConfigMap update reaches a running controller; a changed file that is not valid is logged
+//! and the backends stay as they were).
 //!
 //! A volume id records the backend's *name* (`crate::volume_id`), so a backend's URL can
 //! change in this file without stranding its volumes; ids written before names existed carry

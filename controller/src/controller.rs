@@ -112,6 +112,48 @@ impl ControllerService {
     }
 }
 
+impl ControllerService {
+    /// Reads `file` again every [`crate::backend::WATCH_EVERY`] and, when its text changed and
+    /// is valid, replaces the controller's backends with it (a ConfigMap update reaches the
+    /// controller without a restart). A changed file that is not valid is logged and the
+    /// backends stay as they were; a file that disappears changes nothing. Abort the handle to
+    /// stop watching.
+    pub fn watch_backends_file(
+        &self,
+        file: crate::config::WatchedFile,
+    ) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut last = std::fs::read_to_string(&file.path).ok();
+            loop {
+                tokio::time::sleep(crate::backend::WATCH_EVERY).await;
+                let Ok(text) = std::fs::read_to_string(&file.path) else {
+                    continue;
+                };
+                if last.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                match crate::backends_file::parse(&text, file.from_flags.clone()) {
+                    Ok(loaded) => {
+                        inner.backends.replace(&loaded.backends, loaded.default);
+                        tracing::info!(
+                            path = %file.path.display(),
+                            backends = ?inner.backends.names(),
+                            "backends file changed: backends replaced"
+                        );
+                    }
+                    Err(reason) => tracing::warn!(
+                        path = %file.path.display(),
+                        %reason,
+                        "backends file changed but is not valid; keeping the backends as they were"
+                    ),
+                }
+                last = Some(text);
+            }
+        })
+    }
+}
+
 fn no_default_for_class() -> Error {
     Error::invalid(
         "the StorageClass has no resturl parameter and the controller runs without \
@@ -968,6 +1010,7 @@ mod tests {
                 retry_budget: Duration::ZERO,
                 max_inflight: 2,
                 index_reload: crate::index::FULL_RELOAD,
+                backends_file: None,
             }
         }
 

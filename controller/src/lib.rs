@@ -81,6 +81,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let checks = health.spawn();
     let controller =
         controller::ControllerService::with_parts(Arc::clone(&config), metrics, health);
+    let watcher = config
+        .backends_file
+        .clone()
+        .map(|file| controller.watch_backends_file(file));
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));
@@ -96,6 +100,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         task.abort();
     }
     checks.abort();
+    if let Some(task) = watcher {
+        task.abort();
+    }
     served?;
     Ok(())
 }

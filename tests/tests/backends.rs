@@ -464,7 +464,8 @@ async fn capacity(c: &mut Client, z: &str) -> Result<i64> {
 /// then requisite), returns the zone as the volume's accessible topology and makes the volume
 /// on that zone's Heketi only; a requisite zone no backend serves is RESOURCE_EXHAUSTED naming
 /// it; GetCapacity answers per zone (0 where nothing is placed) and goes down in the zone a
-/// volume was made in only; without requirements the default backend is used.
+/// volume was made in only; without requirements the default backend is used; a change of the
+/// backends file reaches the running controller.
 async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
     let dir = tb.scratch_dir("zones")?;
     let env = tb.env();
@@ -560,6 +561,42 @@ async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
         other => bail!("a requisite zone nobody serves: {other:?}"),
     }
 
+    // The backends file changes (west's pool now serves zone north too): the running
+    // controller takes it up without a restart.
+    backends_file(
+        &dir,
+        &format!(
+            "default: east\nbackends:\n  - name: east\n    url: {}\n    secret: {{namespace: \
+             {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: {{zone: east}}\n  - name: west\n    \
+             url: {}\n    secret: {{namespace: {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: \
+             {{zone: north}}\n",
+            east.url, west.url
+        ),
+    )?;
+    let t = std::time::Instant::now();
+    let north = loop {
+        match step(
+            "CreateVolume",
+            c.create_volume(in_zones(&csi_name("north-later"), &["north"], &[])),
+        )
+        .await
+        {
+            Ok(r) => break r.volume.context("no volume")?,
+            Err(s) if s.code() == Code::ResourceExhausted && t.elapsed() < STEP => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => bail!("north after the file changed: {s:?}"),
+        }
+    };
+    ensure!(
+        VolumeId::parse(&north.volume_id).context("id")?.backend
+            == BackendRef::Named("west".into())
+            && north.accessible_topology == vec![zone("north")],
+        "north after the change: {north:?}"
+    );
+    let reload_took = t.elapsed();
+    made.push(north);
+
     let plain = create(
         &mut c,
         create_req(&csi_name("no-topology"), &[("volumetype", "none")]),
@@ -576,8 +613,10 @@ async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
         delete(&mut c, &v.volume_id, HashMap::new()).await?;
     }
     println!(
-        "zones: 4 volumes placed as asked (west, east, west, default east), north refused; \
-         capacity east {east_before} -> {east_after}, west {west_before} -> {west_after}"
+        "zones: 4 volumes placed as asked (west, east, west, default east), north refused, \
+         then served by west {:.1}s after the backends file changed (no restart); capacity east \
+         {east_before} -> {east_after}, west {west_before} -> {west_after}",
+        reload_took.as_secs_f64()
     );
     Ok(())
 }
