@@ -11,27 +11,36 @@ use gluster_csi_runtime::testing::{PluginProcess, check_any_authority};
 const BIN: &str = env!("CARGO_BIN_EXE_gluster-csi-node");
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Starts the node plugin (node id `node-a`, driver `test.gluster.csi`) on `dir/plugins/NAME`
+/// with `extra` flags and waits for its socket.
+async fn start(
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (PluginProcess, std::path::PathBuf, String) {
+    let sock = dir.join("plugins/gluster").join(name);
+    let endpoint = format!("unix://{}", sock.display());
+    let state = dir.join("state");
+    let mut args = vec![
+        "--endpoint",
+        endpoint.as_str(),
+        "--node-id",
+        "node-a",
+        "--driver-name",
+        "test.gluster.csi",
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    let mut plugin = PluginProcess::start(BIN, &args).expect("start");
+    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    (plugin, sock, endpoint)
+}
+
 #[tokio::test]
 async fn identity_answers_over_the_socket_and_sigterm_removes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("plugins/gluster/csi.sock");
-    let endpoint = format!("unix://{}", sock.display());
-    let state = dir.path().join("state");
-    let mut plugin = PluginProcess::start(
-        BIN,
-        &[
-            "--endpoint",
-            &endpoint,
-            "--node-id",
-            "node-a",
-            "--driver-name",
-            "test.gluster.csi",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .expect("start");
-    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    let (mut plugin, sock, endpoint) = start(dir.path(), "csi.sock", &[]).await;
 
     let mut client = IdentityClient::connect(endpoint.clone())
         .await
@@ -119,24 +128,7 @@ fn invalid_configuration_fails_before_binding_and_names_the_flag() {
 #[tokio::test]
 async fn clients_sending_any_authority_are_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("plugins/gluster/csi.sock");
-    let endpoint = format!("unix://{}", sock.display());
-    let state = dir.path().join("state");
-    let mut plugin = PluginProcess::start(
-        BIN,
-        &[
-            "--endpoint",
-            &endpoint,
-            "--node-id",
-            "node-a",
-            "--driver-name",
-            "test.gluster.csi",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .expect("start");
-    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    let (_plugin, sock, _endpoint) = start(dir.path(), "csi.sock", &[]).await;
     if let Err(failures) = check_any_authority(&sock, "test.gluster.csi").await {
         panic!("not answered:\n{failures}");
     }
@@ -160,20 +152,8 @@ async fn node_get_info_reports_the_configured_topology() {
         ),
         (vec![], vec![]),
     ] {
-        let sock = dir.path().join(format!("n{}.sock", want.len()));
-        let endpoint = format!("unix://{}", sock.display());
-        let state = dir.path().join("state");
-        let mut args = vec![
-            "--endpoint",
-            endpoint.as_str(),
-            "--node-id",
-            "node-a",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ];
-        args.extend(extra.iter().copied());
-        let mut plugin = PluginProcess::start(BIN, &args).expect("start");
-        assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+        let name = format!("n{}.sock", want.len());
+        let (_plugin, _sock, endpoint) = start(dir.path(), &name, &extra).await;
         let mut node = NodeClient::connect(endpoint.clone())
             .await
             .expect("connect");

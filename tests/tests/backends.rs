@@ -459,6 +459,22 @@ async fn capacity(c: &mut Client, z: &str) -> Result<i64> {
     Ok(r.available_capacity)
 }
 
+/// A backends file with `east` (placed in zone east, the default) and `west` (placed in
+/// `west_zone`), both authenticating with the fake API's Secret.
+fn zones_file(east: &str, west: &str, west_zone: &str) -> String {
+    let entry = |name: &str, url: &str, zone: &str| {
+        format!(
+            "  - name: {name}\n    url: {url}\n    secret: {{namespace: {SECRET_NS}, name: \
+             {SECRET_NAME}}}\n    topology: {{zone: {zone}}}\n"
+        )
+    };
+    format!(
+        "default: east\nbackends:\n{}{}",
+        entry("east", east, "east"),
+        entry("west", west, west_zone)
+    )
+}
+
 /// Two heketi-servers on disjoint hosts, placed in zones `east` (host 1) and `west` (host 2)
 /// by the backends file: CreateVolume follows the accessibility requirements (preferred first,
 /// then requisite), returns the zone as the volume's accessible topology and makes the volume
@@ -474,16 +490,7 @@ async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
     let west = OwnHeketi::start(&tb, &dir.join("west").tap_mkdir()?, None).await?;
     west.load_topology_on(&tb, "zone-west", 1).await?;
     let (_api, kubeconfig) = kube_api(&dir, &env.heketi_key).await?;
-    let file = backends_file(
-        &dir,
-        &format!(
-            "default: east\nbackends:\n  - name: east\n    url: {}\n    secret: {{namespace: \
-             {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: {{zone: east}}\n  - name: west\n    \
-             url: {}\n    secret: {{namespace: {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: \
-             {{zone: west}}\n",
-            east.url, west.url
-        ),
-    )?;
+    let file = backends_file(&dir, &zones_file(&east.url, &west.url, "west"))?;
     let args = vec!["--backends-file".to_owned(), file.display().to_string()];
     let own = OwnController::start(&dir, &args, &[("KUBECONFIG", &kubeconfig)]).await?;
     let mut c = own.client().await?;
@@ -563,16 +570,7 @@ async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
 
     // The backends file changes (west's pool now serves zone north too): the running
     // controller takes it up without a restart.
-    backends_file(
-        &dir,
-        &format!(
-            "default: east\nbackends:\n  - name: east\n    url: {}\n    secret: {{namespace: \
-             {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: {{zone: east}}\n  - name: west\n    \
-             url: {}\n    secret: {{namespace: {SECRET_NS}, name: {SECRET_NAME}}}\n    topology: \
-             {{zone: north}}\n",
-            east.url, west.url
-        ),
-    )?;
+    backends_file(&dir, &zones_file(&east.url, &west.url, "north"))?;
     let t = std::time::Instant::now();
     let north = loop {
         match step(
