@@ -68,18 +68,6 @@ async fn volume_reads(s: &Service) -> f64 {
 pub async fn run(ctx: &mut Ctx) -> Result<Section> {
     let want = ctx.plan.refresh_volumes;
     let rounds = ctx.plan.refresh_rounds;
-    // Bricks share brick server processes (as in the retry part): hundreds of glusterfsd of
-    // ~18 MiB each would not fit on this machine.
-    if let Err(e) = ctx
-        .tb
-        .gluster(
-            0,
-            &["volume", "set", "all", "cluster.brick-multiplex", "on"],
-        )
-        .await
-    {
-        eprintln!("bench:   brick multiplexing not enabled: {e:#}");
-    }
     let have = volume_count(&ctx.heketi).await?;
     if have < want {
         eprintln!("bench:   adding {} volumes to reach {want}", want - have);

@@ -147,20 +147,6 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         .get("heketiVolumeId")
         .context("no heketiVolumeId in the volume context")?
         .clone();
-    // One brick server process per host for every brick (Gluster's brick multiplexing):
-    // without it each filler volume is a glusterfsd of its own (~18 MiB), and hundreds of them
-    // do not fit beside the other test runs on this machine. It applies to bricks started from
-    // now on and changes nothing the measured calls touch (they are Heketi reads).
-    let multiplex = ctx
-        .tb
-        .gluster(
-            0,
-            &["volume", "set", "all", "cluster.brick-multiplex", "on"],
-        )
-        .await;
-    if let Err(e) = &multiplex {
-        eprintln!("bench:   brick multiplexing not enabled: {e:#}");
-    }
     let mut filled = 0usize;
     let mut levels = Vec::new();
     for &want in &plan.volumes {
@@ -323,13 +309,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Section> {
         ));
     }
     s.notes.push(format!(
-        "Testbed at each count ({}): {}.",
-        match &multiplex {
-            Ok(_) => "`cluster.brick-multiplex on` set before filling; the brick server count \
-                      shows how far Gluster shared processes"
-                .to_owned(),
-            Err(e) => format!("brick multiplexing could not be enabled: {e:#}"),
-        },
+        "Testbed at each count (one brick server process per brick: brick multiplexing is not \
+         used, see heketi-server/README.md \"Brick multiplexing\"): {}.",
         levels
             .iter()
             .map(|l| {
