@@ -98,7 +98,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 return Poll::Ready(Ok(()));
             }
             if this.rewriter.passthrough && this.out.is_empty() {
-                // Nothing to rewrite any more: the server reads the socket directly.
+                // Nothing to rewrite any more: the server reads the socket directly, and the
+                // buffers and HPACK tables are given back (most connections get here at their
+                // first request).
+                if !this.chunk.is_empty() {
+                    this.chunk = Box::default();
+                    this.out = Vec::new();
+                    this.rewriter = Rewriter::passing_through();
+                }
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             let mut read = ReadBuf::new(&mut this.chunk[..]);
@@ -199,6 +206,14 @@ impl Default for Rewriter {
 }
 
 impl Rewriter {
+    /// A rewriter that hands everything on as it is, holding no buffer or table.
+    fn passing_through() -> Self {
+        Self {
+            passthrough: true,
+            ..Self::default()
+        }
+    }
+
     /// Takes bytes from the client and appends what the server is to read to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.passthrough {
