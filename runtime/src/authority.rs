@@ -47,8 +47,9 @@ const MAX_PAYLOAD: usize = 16_384;
 /// Largest frame the protocol allows (2^24 - 1 payload); a longer length field means the
 /// stream is not HTTP/2 and is passed through.
 const PROTOCOL_MAX_PAYLOAD: usize = (1 << 24) - 1;
-/// Most bytes read from the socket at once.
-const READ_CHUNK: usize = 16_384;
+/// Most bytes read from the socket at once while a connection is looked at (the first header
+/// block comes in the first few hundred bytes; afterwards the server reads the socket itself).
+const READ_CHUNK: usize = 2_048;
 
 /// The client's stream with invalid `:authority` values replaced (see the module docs).
 pub struct AuthorityFix<S> {
