@@ -8,12 +8,15 @@
 //! before it or on a restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use csi_proto::v1::TopologyRequirement;
+use gluster_csi_runtime::topology::serves;
 
 use crate::backends_file::url_key;
 use crate::config::{BackendAuth, BackendSpec, Config};
@@ -120,6 +123,9 @@ impl Target {
 
 type ClientKey = (String, String, Option<String>);
 
+/// How often the backends file is read again for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
 /// Where a resolved backend is, as the controller tracks it.
 enum Place<'a> {
     /// A configured backend.
@@ -131,10 +137,9 @@ enum Place<'a> {
 
 /// Every backend the controller knows, and the state of each one used.
 pub struct Backends {
-    specs: BTreeMap<String, BackendSpec>,
-    /// [`url_key`] of every URL and alias → backend name.
-    by_url: HashMap<String, String>,
-    default: Option<String>,
+    /// The configured backends; replaced whole by [`Backends::replace`] (the backends file
+    /// changed), while the state and clients of each backend are kept.
+    catalog: RwLock<Arc<Catalog>>,
     request_timeout: Duration,
     operation_timeout: Duration,
     retry_budget: Duration,
@@ -151,17 +156,17 @@ pub struct Backends {
     health: Arc<HeketiHealth>,
 }
 
-impl Backends {
-    /// The backends of `config`, recording Heketi calls in `metrics`, adding each URL used to
-    /// the `health` checks and reading backends' Secrets with `secrets`.
-    pub fn new(
-        config: &Config,
-        metrics: Arc<Metrics>,
-        health: Arc<HeketiHealth>,
-        secrets: Arc<SecretReader>,
-    ) -> Self {
-        let specs: BTreeMap<String, BackendSpec> = config
-            .backends
+/// The backends configured at one time.
+struct Catalog {
+    specs: BTreeMap<String, BackendSpec>,
+    /// [`url_key`] of every URL and alias → backend name.
+    by_url: HashMap<String, String>,
+    default: Option<String>,
+}
+
+impl Catalog {
+    fn new(backends: &[BackendSpec], default: Option<String>) -> Self {
+        let specs: BTreeMap<String, BackendSpec> = backends
             .iter()
             .map(|b| (b.name.clone(), b.clone()))
             .collect();
@@ -174,7 +179,25 @@ impl Backends {
         Self {
             specs,
             by_url,
-            default: config.default_backend.clone(),
+            default,
+        }
+    }
+}
+
+impl Backends {
+    /// The backends of `config`, recording Heketi calls in `metrics`, adding each URL used to
+    /// the `health` checks and reading backends' Secrets with `secrets`.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        health: Arc<HeketiHealth>,
+        secrets: Arc<SecretReader>,
+    ) -> Self {
+        Self {
+            catalog: RwLock::new(Arc::new(Catalog::new(
+                &config.backends,
+                config.default_backend.clone(),
+            ))),
             metrics,
             health,
             secrets,
@@ -189,27 +212,60 @@ impl Backends {
         }
     }
 
+    fn cat(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the configured backends (the backends file was read again). Calls in flight
+    /// finish with the backends they started with; each backend's operation limit and volume
+    /// index carry over while its name and URL stay the same.
+    pub fn replace(&self, backends: &[BackendSpec], default: Option<String>) {
+        let next = Arc::new(Catalog::new(backends, default));
+        let old = std::mem::replace(
+            &mut *self.catalog.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::clone(&next),
+        );
+        // A backend that moved to another URL, or is gone, starts afresh (its volume index
+        // and limit belonged to the old Heketi).
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, spec) in &old.specs {
+            let same = next
+                .specs
+                .get(name)
+                .is_some_and(|n| url_key(&n.url) == url_key(&spec.url));
+            if !same {
+                states.remove(&format!("name:{name}"));
+            }
+        }
+    }
+
+    /// The configured backends' names, for logs.
+    pub fn names(&self) -> Vec<String> {
+        self.cat().specs.keys().cloned().collect()
+    }
+
     /// Whether a default backend is configured.
     pub fn has_default(&self) -> bool {
-        self.default.is_some()
+        self.cat().default.is_some()
     }
 
     /// The name of the configured backend that has `url` as its URL or an alias.
-    pub fn name_of_url(&self, url: &str) -> Option<&str> {
-        self.by_url.get(&url_key(url)).map(String::as_str)
+    pub fn name_of_url(&self, url: &str) -> Option<String> {
+        self.cat().by_url.get(&url_key(url)).cloned()
     }
 
     /// The canonical reference of `r` when it is a configured backend: `Named`; a URL of no
     /// backend stays a URL; `None` for a name that is not configured or a missing default.
     pub fn canonical(&self, r: &BackendRef) -> Option<BackendRef> {
+        let cat = self.cat();
         match r {
-            BackendRef::Default => self.default.clone().map(BackendRef::Named),
-            BackendRef::Named(n) => self
+            BackendRef::Default => cat.default.clone().map(BackendRef::Named),
+            BackendRef::Named(n) => cat
                 .specs
                 .contains_key(n)
                 .then(|| BackendRef::Named(n.clone())),
             BackendRef::Url(u) => Some(match self.name_of_url(u) {
-                Some(n) => BackendRef::Named(n.to_owned()),
+                Some(n) => BackendRef::Named(n),
                 None => BackendRef::Url(u.trim_end_matches('/').to_owned()),
             }),
         }
@@ -222,19 +278,25 @@ impl Backends {
     /// brought a CSI secret, or, for GetCapacity, the class its own key): the calls that come
     /// later without a StorageClass (DeleteVolume, ControllerExpandVolume) have nothing else
     /// to authenticate with, so such a class is refused up front.
+    ///
+    /// A class without `resturl` follows `topology` (the request's accessibility requirements)
+    /// when backends declare where they are: see [`Backends::placed_for`].
     pub async fn for_class(
         &self,
         resturl: Option<&str>,
+        topology: Option<&TopologyRequirement>,
         creds: Option<Credentials>,
         own_credentials: bool,
         no_default: impl FnOnce() -> Error,
     ) -> Result<Target> {
         let Some(url) = resturl else {
-            let name = self.default.as_deref().ok_or_else(no_default)?;
-            return self.known(name, creds).await;
+            if let Some(name) = self.placed_for(topology)? {
+                return self.known(&name, creds).await;
+            }
+            let name = self.cat().default.clone().ok_or_else(no_default)?;
+            return self.known(&name, creds).await;
         };
         if let Some(name) = self.name_of_url(url) {
-            let name = name.to_owned();
             return self.known(&name, creds).await;
         }
         match creds {
@@ -248,6 +310,84 @@ impl Backends {
                  csi.storage.k8s.io/provisioner-secret-name/-namespace and \
                  csi.storage.k8s.io/controller-expand-secret-name/-namespace"
             ))),
+        }
+    }
+
+    /// The placed backend (one with a `topology`) to create in for `requirement`, as the CSI
+    /// spec orders it: the first `preferred` segment some placed backend serves, else the first
+    /// `requisite` one (backends in name order within a segment). `Ok(None)`: no requirement,
+    /// no placed backend, or nothing placed fits but the requirement allows any place (only
+    /// preferred segments, or a default backend reachable from everywhere): the class's usual
+    /// backend. RESOURCE_EXHAUSTED when requisite segments are given and neither a placed
+    /// backend nor an unplaced default serves any of them.
+    pub fn placed_for(&self, requirement: Option<&TopologyRequirement>) -> Result<Option<String>> {
+        let Some(req) = requirement else {
+            return Ok(None);
+        };
+        let cat = self.cat();
+        let placed: Vec<&BackendSpec> = cat
+            .specs
+            .values()
+            .filter(|b| !b.topology.is_empty())
+            .collect();
+        if placed.is_empty() {
+            return Ok(None);
+        }
+        for segment in req.preferred.iter().chain(&req.requisite) {
+            if let Some(b) = placed
+                .iter()
+                .find(|b| serves(&b.topology, &segment.segments))
+            {
+                return Ok(Some(b.name.clone()));
+            }
+        }
+        let default_everywhere = cat
+            .default
+            .as_deref()
+            .and_then(|d| cat.specs.get(d))
+            .is_some_and(|d| d.topology.is_empty());
+        if req.requisite.is_empty() || default_everywhere {
+            return Ok(None);
+        }
+        let wanted: Vec<String> = req
+            .requisite
+            .iter()
+            .map(|t| {
+                t.segments
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let have: Vec<String> = placed
+            .iter()
+            .map(|b| {
+                let at: Vec<String> = b.topology.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} at {}", b.name, at.join(","))
+            })
+            .collect();
+        Err(Error::ResourceExhausted(format!(
+            "no backend serves the requisite topology [{}]: the backends file places {}; add a \
+             backend with that topology, or let the claim's pod run where a backend is \
+             (StorageClass allowedTopologies, node --topology)",
+            wanted.join("; "),
+            have.join("; ")
+        )))
+    }
+
+    /// Where the volumes of backend `r` are reachable from: its `topology` as one CSI segment,
+    /// or none (everywhere) for an unplaced backend or a URL of no configured backend.
+    pub fn accessible_from(&self, r: &BackendRef) -> Vec<csi_proto::v1::Topology> {
+        let name = match self.canonical(r) {
+            Some(BackendRef::Named(n)) => n,
+            _ => return Vec::new(),
+        };
+        match self.cat().specs.get(&name) {
+            Some(b) if !b.topology.is_empty() => vec![csi_proto::v1::Topology {
+                segments: b.topology.clone().into_iter().collect(),
+            }],
+            _ => Vec::new(),
         }
     }
 
@@ -269,11 +409,11 @@ impl Backends {
     ) -> Result<Target> {
         match r {
             BackendRef::Default => {
-                let name = self.default.clone().ok_or_else(no_default)?;
+                let name = self.cat().default.clone().ok_or_else(no_default)?;
                 self.known(&name, creds).await
             }
             BackendRef::Named(n) => {
-                if !self.specs.contains_key(n) {
+                if !self.cat().specs.contains_key(n) {
                     return Err(Error::invalid(format!(
                         "the volume id names Heketi backend {n:?}, which is not configured; \
                          add a backend named {n} (with its URL and Secret) to the \
@@ -284,7 +424,6 @@ impl Backends {
             }
             BackendRef::Url(u) => {
                 if let Some(name) = self.name_of_url(u) {
-                    let name = name.to_owned();
                     return self.known(&name, creds).await;
                 }
                 match creds {
@@ -301,7 +440,8 @@ impl Backends {
     }
 
     async fn known(&self, name: &str, creds: Option<Credentials>) -> Result<Target> {
-        let spec = self
+        let cat = self.cat();
+        let spec = cat
             .specs
             .get(name)
             .ok_or_else(|| Error::Internal(format!("backend {name} is not configured")))?;
@@ -424,6 +564,7 @@ mod tests {
                 user: "admin".into(),
                 key: SecretString::from("k"),
             },
+            topology: Default::default(),
         }
     }
 
@@ -443,6 +584,7 @@ mod tests {
             retry_budget: Duration::from_secs(1),
             max_inflight: 2,
             index_reload: crate::index::FULL_RELOAD,
+            backends_file: None,
         }
     }
 
@@ -467,6 +609,87 @@ mod tests {
             user: "admin".into(),
             key: Some(SecretString::from(k.to_owned())),
         })
+    }
+
+    fn placed(name: &str, zone: Option<&str>) -> BackendSpec {
+        let mut b = spec(name, &format!("http://{name}:8080"), &[]);
+        if let Some(z) = zone {
+            b.topology = gluster_csi_runtime::topology::parse_segment(&[format!("zone={z}")], "t")
+                .expect("segment");
+        }
+        b
+    }
+
+    fn zones(names: &[&str]) -> Vec<csi_proto::v1::Topology> {
+        names
+            .iter()
+            .map(|z| csi_proto::v1::Topology {
+                segments: [(
+                    "topology.gluster.heketi.csi/zone".to_owned(),
+                    (*z).to_owned(),
+                )]
+                .into_iter()
+                .collect(),
+            })
+            .collect()
+    }
+
+    fn want(requisite: &[&str], preferred: &[&str]) -> TopologyRequirement {
+        TopologyRequirement {
+            requisite: zones(requisite),
+            preferred: zones(preferred),
+        }
+    }
+
+    #[test]
+    fn topology_picks_preferred_then_requisite_and_refuses_what_no_backend_serves() {
+        let mut c = config(None);
+        c.backends = vec![placed("east", Some("east")), placed("west", Some("west"))];
+        c.default_backend = Some("east".into());
+        let b = Backends::new_for_test(&c);
+        let pick = |r: &TopologyRequirement| b.placed_for(Some(r)).map_err(|e| e.to_string());
+        assert_eq!(
+            pick(&want(&["east", "west"], &["west", "east"])),
+            Ok(Some("west".into()))
+        );
+        assert_eq!(pick(&want(&["east", "west"], &[])), Ok(Some("east".into())));
+        assert_eq!(
+            pick(&want(&["north", "west"], &["north"])),
+            Ok(Some("west".into()))
+        );
+        // Only a preferred segment nobody serves: any place will do (the class's backend).
+        assert_eq!(pick(&want(&[], &["north"])), Ok(None));
+        let e = pick(&want(&["north"], &[])).expect_err("nothing serves north");
+        assert!(
+            e.contains("north") && e.contains("east at") && e.contains("west at"),
+            "{e}"
+        );
+        assert!(matches!(
+            b.placed_for(Some(&want(&["north"], &[]))),
+            Err(Error::ResourceExhausted(_))
+        ));
+        assert_eq!(b.placed_for(None).map_err(|e| e.to_string()), Ok(None));
+        let r = BackendRef::Named("west".into());
+        assert_eq!(b.accessible_from(&r), zones(&["west"]));
+
+        // A default reachable from everywhere takes what no placed backend serves.
+        let mut c = config(Some("http://h:8080"));
+        c.backends.push(placed("west", Some("west")));
+        let b = Backends::new_for_test(&c);
+        assert_eq!(
+            b.placed_for(Some(&want(&["north"], &[])))
+                .map_err(|e| e.to_string()),
+            Ok(None)
+        );
+        assert!(b.accessible_from(&BackendRef::Default).is_empty());
+
+        // No backend placed: topology plays no part.
+        let b = Backends::new_for_test(&config(Some("http://h:8080")));
+        assert_eq!(
+            b.placed_for(Some(&want(&["north"], &[])))
+                .map_err(|e| e.to_string()),
+            Ok(None)
+        );
     }
 
     #[tokio::test]
@@ -502,7 +725,7 @@ mod tests {
             "the alias leads to today's URL"
         );
         let t = b
-            .for_class(None, None, false, no_default)
+            .for_class(None, None, None, false, no_default)
             .await
             .expect("default");
         assert_eq!(t.reference, BackendRef::Named("default".into()));
@@ -540,6 +763,7 @@ mod tests {
         let e = b
             .for_class(
                 Some("http://elsewhere:8080"),
+                None,
                 creds("class key"),
                 false,
                 no_default,
@@ -552,6 +776,7 @@ mod tests {
         assert!(
             b.for_class(
                 Some("http://elsewhere:8080"),
+                None,
                 creds("csi"),
                 true,
                 no_default
@@ -560,7 +785,7 @@ mod tests {
             .is_ok()
         );
         let e = b
-            .for_class(None, None, false, no_default)
+            .for_class(None, None, None, false, no_default)
             .await
             .err()
             .expect("no default");

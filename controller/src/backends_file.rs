@@ -12,14 +12,18 @@
 //!     secret:                   # credentials: data key `key`, optional `user`
 //!       namespace: storage
 //!       name: heketi-east-admin
-//!   - name: default             # without url: adds aliases/CA to the --heketi-url backend
+//!     topology:                 # where its pool is: nodes with --topology zone=east reach it
+//!       zone: east
+//!   - name: default             # without url: adds aliases/CA/topology to the --heketi-url backend
 //!     aliases: [http://10.0.0.5:8080]
 //! ```
 //!
 //! JSON with the same fields is read as well (YAML is a superset of it). Unknown fields are
 //! errors, so a misspelt one is not silently ignored. The Secret is read through the
 //! Kubernetes API each time a call needs it, so a rotated key is used at once; the file itself
-//! is read at start-up (a changed ConfigMap takes a restart).
+//! is read at start-up and again whenever its text changes (checked every few seconds: a
+//! ConfigMap update reaches a running controller; a changed file that is not valid is logged
+//! and the backends stay as they were).
 //!
 //! A volume id records the backend's *name* (`crate::volume_id`), so a backend's URL can
 //! change in this file without stranding its volumes; ids written before names existed carry
@@ -33,6 +37,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::params::Credentials;
+use gluster_csi_runtime::topology::{Segment, parse_segment};
 
 /// The name of the backend of `--heketi-url`.
 pub const DEFAULT_NAME: &str = "default";
@@ -91,6 +96,9 @@ pub struct BackendSpec {
     pub ca: Option<Vec<u8>>,
     /// Its own credentials.
     pub auth: BackendAuth,
+    /// Where its Gluster pool is (`topology: {zone: east}`): volumes made there are reachable
+    /// from nodes whose topology holds this segment. Empty: from every node.
+    pub topology: Segment,
 }
 
 impl BackendSpec {
@@ -195,6 +203,8 @@ struct RawBackend {
     ca: Option<String>,
     #[serde(default)]
     secret: Option<RawSecret>,
+    #[serde(default)]
+    topology: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +269,8 @@ pub fn parse(text: &str, from_flags: Vec<BackendSpec>) -> Result<Loaded, String>
         for a in &b.aliases {
             aliases.push(check_url(&at("alias"), a)?);
         }
+        let items: Vec<String> = b.topology.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let topology = parse_segment(&items, &at("topology"))?;
         if flag_names.contains(&name) {
             // Adds to the backend of the flags: aliases and a CA only.
             if b.url.is_some() || b.secret.is_some() {
@@ -273,6 +285,9 @@ pub fn parse(text: &str, from_flags: Vec<BackendSpec>) -> Result<Loaded, String>
             spec.aliases.extend(aliases);
             if ca.is_some() {
                 spec.ca = ca;
+            }
+            if !topology.is_empty() {
+                spec.topology = topology;
             }
             continue;
         }
@@ -303,6 +318,7 @@ pub fn parse(text: &str, from_flags: Vec<BackendSpec>) -> Result<Loaded, String>
                 aliases,
                 ca,
                 auth,
+                topology,
             },
         );
     }
@@ -353,10 +369,47 @@ mod tests {
             aliases: Vec::new(),
             ca: None,
             auth: BackendAuth::None,
+            topology: Default::default(),
         }
     }
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn backends_are_placed_by_their_topology() {
+        let text = "backends:\n  - name: east\n    url: http://e:8080\n    topology: {zone: east, site: dc1}\n  - name: default\n    topology:\n      zone: west\n";
+        let loaded = parse(text, vec![flag_backend()]).expect("valid");
+        let east = loaded
+            .backends
+            .iter()
+            .find(|b| b.name == "east")
+            .expect("east");
+        assert_eq!(
+            east.topology
+                .get("topology.gluster.heketi.csi/zone")
+                .map(String::as_str),
+            Some("east")
+        );
+        assert_eq!(east.topology.len(), 2);
+        let default = loaded
+            .backends
+            .iter()
+            .find(|b| b.name == "default")
+            .expect("default");
+        assert_eq!(
+            default
+                .topology
+                .get("topology.gluster.heketi.csi/zone")
+                .map(String::as_str),
+            Some("west")
+        );
+        let bad = "backends:\n  - name: east\n    url: http://e:8080\n    topology: {topology.kubernetes.io/zone: east}\n";
+        let e = parse(bad, vec![]).expect_err("foreign key");
+        assert!(
+            e.contains("backend east: topology") && e.contains("other drivers"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_full_file_is_read() {

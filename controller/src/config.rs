@@ -89,6 +89,18 @@ pub struct Config {
     pub max_inflight: usize,
     /// Time between full reloads of a volume index.
     pub index_reload: Duration,
+    /// The `--backends-file` to watch for changes, and the backends given by flags that each
+    /// reading of it is merged with; `None` without the flag.
+    pub backends_file: Option<WatchedFile>,
+}
+
+/// A backends file read again when it changes (see `crate::backend::watch_file`).
+#[derive(Clone, Debug)]
+pub struct WatchedFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// The backends of `--heketi-url` and friends.
+    pub from_flags: Vec<BackendSpec>,
 }
 
 impl Config {
@@ -187,6 +199,7 @@ impl Config {
                         },
                         None => BackendAuth::None,
                     },
+                    topology: Default::default(),
                 };
                 // Build a client once so a bad URL or CA fails now, naming the flag.
                 backend
@@ -202,6 +215,10 @@ impl Config {
             }
         }
         let mut default_backend = (!backends.is_empty()).then(|| DEFAULT_NAME.to_owned());
+        let watched = args.backends_file.clone().map(|path| WatchedFile {
+            path,
+            from_flags: backends.clone(),
+        });
         let absent_but_optional = |p: &PathBuf| args.backends_file_optional && !p.exists();
         if let Some(path) = args.backends_file.filter(|p| {
             let skip = absent_but_optional(p);
@@ -226,6 +243,7 @@ impl Config {
             retry_budget: Duration::from_secs(args.heketi_retry_budget),
             max_inflight: args.heketi_max_inflight,
             index_reload: Duration::from_secs(args.index_reload_seconds),
+            backends_file: watched,
         })
     }
 }

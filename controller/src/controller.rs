@@ -112,6 +112,48 @@ impl ControllerService {
     }
 }
 
+impl ControllerService {
+    /// Reads `file` again every [`crate::backend::WATCH_EVERY`] and, when its text changed and
+    /// is valid, replaces the controller's backends with it (a ConfigMap update reaches the
+    /// controller without a restart). A changed file that is not valid is logged and the
+    /// backends stay as they were; a file that disappears changes nothing. Abort the handle to
+    /// stop watching.
+    pub fn watch_backends_file(
+        &self,
+        file: crate::config::WatchedFile,
+    ) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut last = std::fs::read_to_string(&file.path).ok();
+            loop {
+                tokio::time::sleep(crate::backend::WATCH_EVERY).await;
+                let Ok(text) = std::fs::read_to_string(&file.path) else {
+                    continue;
+                };
+                if last.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                match crate::backends_file::parse(&text, file.from_flags.clone()) {
+                    Ok(loaded) => {
+                        inner.backends.replace(&loaded.backends, loaded.default);
+                        tracing::info!(
+                            path = %file.path.display(),
+                            backends = ?inner.backends.names(),
+                            "backends file changed: backends replaced"
+                        );
+                    }
+                    Err(reason) => tracing::warn!(
+                        path = %file.path.display(),
+                        %reason,
+                        "backends file changed but is not valid; keeping the backends as they were"
+                    ),
+                }
+                last = Some(text);
+            }
+        })
+    }
+}
+
 fn no_default_for_class() -> Error {
     Error::invalid(
         "the StorageClass has no resturl parameter and the controller runs without \
@@ -344,6 +386,7 @@ impl Inner {
     }
 
     fn volume(
+        &self,
         reference: &BackendRef,
         info: &VolumeInfoResponse,
         content_source: Option<VolumeContentSource>,
@@ -357,7 +400,7 @@ impl Inner {
             volume_id,
             volume_context: crate::index::volume_context(info),
             content_source,
-            accessible_topology: Vec::new(),
+            accessible_topology: self.backends.accessible_from(reference),
         })
     }
 
@@ -569,7 +612,7 @@ impl Inner {
         // The id asked about, as it is: one written before the cluster tag stays without it.
         let volume = Volume {
             volume_id: req.volume_id,
-            ..Self::volume(&target.reference, &info, None)?
+            ..self.volume(&target.reference, &info, None)?
         };
         Ok(ControllerGetVolumeResponse {
             volume: Some(volume),
@@ -646,10 +689,29 @@ impl Inner {
         // is asked only with the class's own key.
         let creds = params.credentials(&HashMap::new()).unwrap_or_default();
         let own = creds.is_some();
-        let target = self
+        // Capacity per topology segment (CSIStorageCapacity): the backend placed there.
+        let topology =
+            req.accessible_topology
+                .clone()
+                .map(|segment| csi_proto::v1::TopologyRequirement {
+                    requisite: vec![segment],
+                    preferred: Vec::new(),
+                });
+        let target = match self
             .backends
-            .for_class(params.resturl.as_deref(), creds, own, no_default_for_class)
-            .await?;
+            .for_class(
+                params.resturl.as_deref(),
+                topology.as_ref(),
+                creds,
+                own,
+                no_default_for_class,
+            )
+            .await
+        {
+            // No backend is placed in that segment: nothing can be made there.
+            Err(Error::ResourceExhausted(_)) => return Ok(GetCapacityResponse::default()),
+            other => other?,
+        };
         let free_kib = self.free_kib(&target, &params.clusters).await?;
         let available = params.volume_type.usable(free_kib.saturating_mul(1024));
         Ok(GetCapacityResponse {
@@ -940,6 +1002,7 @@ mod tests {
                     aliases: Vec::new(),
                     ca: None,
                     auth: BackendAuth::None,
+                    topology: Default::default(),
                 }],
                 default_backend: Some("default".into()),
                 request_timeout: Duration::from_secs(2),
@@ -947,6 +1010,7 @@ mod tests {
                 retry_budget: Duration::ZERO,
                 max_inflight: 2,
                 index_reload: crate::index::FULL_RELOAD,
+                backends_file: None,
             }
         }
 

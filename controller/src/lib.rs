@@ -52,6 +52,23 @@ pub enum StartError {
     },
 }
 
+/// The plugin capabilities to advertise. VOLUME_ACCESSIBILITY_CONSTRAINTS only when the
+/// backends file places a backend somewhere (`topology:`): with it, external-provisioner
+/// (Topology on by default since v5) refuses every claim of a delayed-binding class whose node
+/// reports no topology ("no available topology found"), which is every node of an install
+/// without zones. The provisioner reads the capabilities when it starts, so placing the first
+/// backend takes a restart of the controller pod (docs/multiple-sites.md).
+pub fn capabilities(config: &Config) -> Vec<Capability> {
+    let mut caps = vec![
+        Capability::ControllerService,
+        Capability::OnlineVolumeExpansion,
+    ];
+    if config.backends.iter().any(|b| !b.topology.is_empty()) {
+        caps.push(Capability::VolumeAccessibilityConstraints);
+    }
+    caps
+}
+
 /// Validates `args`, binds the socket and serves the Identity and Controller services until
 /// `shutdown` resolves.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
@@ -67,10 +84,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let identity = IdentityService::new(
         config.driver_name.clone(),
         env!("CARGO_PKG_VERSION"),
-        vec![
-            Capability::ControllerService,
-            Capability::OnlineVolumeExpansion,
-        ],
+        capabilities(&config),
         Arc::new(identity::Serving),
     );
     let health = Arc::new(health::HeketiHealth::new(Arc::clone(&metrics)));
@@ -80,6 +94,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let checks = health.spawn();
     let controller =
         controller::ControllerService::with_parts(Arc::clone(&config), metrics, health);
+    let watcher = config
+        .backends_file
+        .clone()
+        .map(|file| controller.watch_backends_file(file));
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));
@@ -95,6 +113,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         task.abort();
     }
     checks.abort();
+    if let Some(task) = watcher {
+        task.abort();
+    }
     served?;
     Ok(())
 }

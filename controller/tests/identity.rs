@@ -146,3 +146,49 @@ async fn clients_sending_any_authority_are_answered() {
         panic!("not answered:\n{failures}");
     }
 }
+
+/// VOLUME_ACCESSIBILITY_CONSTRAINTS is advertised only when the backends file places a
+/// backend: external-provisioner refuses delayed-binding claims on nodes without topology
+/// once a driver advertises it.
+#[tokio::test]
+async fn accessibility_constraints_only_with_a_placed_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (placed, want) in [(false, false), (true, true)] {
+        let file = dir.path().join(format!("backends-{placed}.yaml"));
+        let topology = if placed {
+            "    topology: {zone: east}\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &file,
+            format!("backends:\n  - name: east\n    url: http://127.0.0.1:1\n{topology}"),
+        )
+        .expect("write");
+        let sock = dir.path().join(format!("c-{placed}.sock"));
+        let endpoint = format!("unix://{}", sock.display());
+        let args = [
+            "--endpoint",
+            endpoint.as_str(),
+            "--backends-file",
+            file.to_str().expect("utf8"),
+        ];
+        let mut plugin = PluginProcess::start(BIN, &args).expect("start");
+        assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+        let mut client = IdentityClient::connect(endpoint).await.expect("connect");
+        let caps = client
+            .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+            .await
+            .expect("GetPluginCapabilities")
+            .into_inner();
+        let has = caps.capabilities.iter().any(|c| {
+            c.r#type
+                == Some(plugin_capability::Type::Service(
+                    plugin_capability::Service {
+                        r#type: service::Type::VolumeAccessibilityConstraints as i32,
+                    },
+                ))
+        });
+        assert_eq!(has, want, "placed backend: {placed}");
+    }
+}

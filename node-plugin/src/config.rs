@@ -119,6 +119,11 @@ pub struct Args {
     /// `gluster-csi-node mount-agent` on the host; for plugins in a PID namespace of their own).
     #[arg(long, env = "FUSE_LAUNCHER", default_value = "direct")]
     pub fuse_launcher: FuseLauncher,
+    /// Where this node is, as KEY=VALUE (repeat it, or comma-separate in TOPOLOGY), e.g.
+    /// `--topology zone=east`: reported to Kubernetes under `topology.gluster.heketi.csi/KEY`,
+    /// so that volumes of a backend placed in that zone are scheduled onto this node.
+    #[arg(long, env = "TOPOLOGY", value_delimiter = ',')]
+    pub topology: Vec<String>,
 }
 
 /// Validated configuration.
@@ -142,6 +147,8 @@ pub struct Config {
     pub fuse_cgroups: Vec<PathBuf>,
     /// Who starts the FUSE clients.
     pub fuse_launcher: FuseLauncher,
+    /// This node's topology segment (empty: none reported).
+    pub topology: gluster_csi_runtime::topology::Segment,
 }
 
 /// A flag with an unusable value.
@@ -171,6 +178,9 @@ pub enum ConfigError {
     /// `--fuse-cgroup` with a launcher that does not use it.
     #[error("--fuse-cgroup applies to --fuse-launcher direct only, not {0}")]
     FuseCgroupLauncher(String),
+    /// A `--topology` item is unusable; the message says which and why.
+    #[error("{0}")]
+    Topology(String),
     /// The mount agent's `--socket` is not an absolute path.
     #[error("--socket {0:?} must be an absolute, normalised path")]
     AgentSocket(PathBuf),
@@ -210,6 +220,8 @@ impl Config {
                 args.fuse_launcher.to_string(),
             ));
         }
+        let topology = gluster_csi_runtime::topology::parse_segment(&args.topology, "--topology")
+            .map_err(ConfigError::Topology)?;
         Ok(Self {
             endpoint: args.common.endpoint,
             driver_name: args.common.driver_name,
@@ -220,6 +232,7 @@ impl Config {
             mount_timeout: Duration::from_secs(args.mount_timeout),
             fuse_cgroups: args.fuse_cgroups,
             fuse_launcher: args.fuse_launcher,
+            topology,
         })
     }
 }

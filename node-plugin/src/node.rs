@@ -742,7 +742,11 @@ impl Node for NodeService {
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.config.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: None,
+            accessible_topology: (!self.config.topology.is_empty()).then(|| {
+                csi_proto::v1::Topology {
+                    segments: self.config.topology.clone().into_iter().collect(),
+                }
+            }),
         }))
     }
 }

@@ -11,27 +11,36 @@ use gluster_csi_runtime::testing::{PluginProcess, check_any_authority};
 const BIN: &str = env!("CARGO_BIN_EXE_gluster-csi-node");
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Starts the node plugin (node id `node-a`, driver `test.gluster.csi`) on `dir/plugins/NAME`
+/// with `extra` flags and waits for its socket.
+async fn start(
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (PluginProcess, std::path::PathBuf, String) {
+    let sock = dir.join("plugins/gluster").join(name);
+    let endpoint = format!("unix://{}", sock.display());
+    let state = dir.join("state");
+    let mut args = vec![
+        "--endpoint",
+        endpoint.as_str(),
+        "--node-id",
+        "node-a",
+        "--driver-name",
+        "test.gluster.csi",
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    let mut plugin = PluginProcess::start(BIN, &args).expect("start");
+    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    (plugin, sock, endpoint)
+}
+
 #[tokio::test]
 async fn identity_answers_over_the_socket_and_sigterm_removes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("plugins/gluster/csi.sock");
-    let endpoint = format!("unix://{}", sock.display());
-    let state = dir.path().join("state");
-    let mut plugin = PluginProcess::start(
-        BIN,
-        &[
-            "--endpoint",
-            &endpoint,
-            "--node-id",
-            "node-a",
-            "--driver-name",
-            "test.gluster.csi",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .expect("start");
-    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    let (mut plugin, sock, endpoint) = start(dir.path(), "csi.sock", &[]).await;
 
     let mut client = IdentityClient::connect(endpoint.clone())
         .await
@@ -90,6 +99,19 @@ fn invalid_configuration_fails_before_binding_and_names_the_flag() {
             vec!["--endpoint", &endpoint, "--log-format", "xml"],
             "--log-format",
         ),
+        (
+            vec![
+                "--endpoint",
+                &endpoint,
+                "--topology",
+                "topology.kubernetes.io/zone=east",
+            ],
+            "--topology",
+        ),
+        (
+            vec!["--endpoint", &endpoint, "--topology", "zone"],
+            "--topology",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert!(!out.status.success(), "{args:?} must fail");
@@ -106,25 +128,55 @@ fn invalid_configuration_fails_before_binding_and_names_the_flag() {
 #[tokio::test]
 async fn clients_sending_any_authority_are_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("plugins/gluster/csi.sock");
-    let endpoint = format!("unix://{}", sock.display());
-    let state = dir.path().join("state");
-    let mut plugin = PluginProcess::start(
-        BIN,
-        &[
-            "--endpoint",
-            &endpoint,
-            "--node-id",
-            "node-a",
-            "--driver-name",
-            "test.gluster.csi",
-            "--state-dir",
-            state.to_str().expect("utf8"),
-        ],
-    )
-    .expect("start");
-    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    let (_plugin, sock, _endpoint) = start(dir.path(), "csi.sock", &[]).await;
     if let Err(failures) = check_any_authority(&sock, "test.gluster.csi").await {
         panic!("not answered:\n{failures}");
+    }
+}
+
+/// `--topology` is what NodeGetInfo reports, under the driver's key prefix; without it the
+/// node reports no topology (a volume of any backend may be mounted here).
+#[tokio::test]
+async fn node_get_info_reports_the_configured_topology() {
+    use csi_proto::v1::NodeGetInfoRequest;
+    use csi_proto::v1::node_client::NodeClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (extra, want) in [
+        (
+            vec!["--topology", "zone=east", "--topology", "site=dc1"],
+            vec![
+                ("topology.gluster.heketi.csi/site", "dc1"),
+                ("topology.gluster.heketi.csi/zone", "east"),
+            ],
+        ),
+        (vec![], vec![]),
+    ] {
+        let name = format!("n{}.sock", want.len());
+        let (_plugin, _sock, endpoint) = start(dir.path(), &name, &extra).await;
+        let mut node = NodeClient::connect(endpoint.clone())
+            .await
+            .expect("connect");
+        let info = node
+            .node_get_info(NodeGetInfoRequest {})
+            .await
+            .expect("NodeGetInfo")
+            .into_inner();
+        assert_eq!(info.node_id, "node-a");
+        let got: Vec<(String, String)> = info
+            .accessible_topology
+            .map(|t| {
+                t.segments
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

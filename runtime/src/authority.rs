@@ -7,15 +7,19 @@
 //! anything that does not parse with `RST_STREAM(PROTOCOL_ERROR)`, so every call of such a
 //! client failed. A CSI endpoint must not depend on what its client happens to send.
 //!
-//! [`AuthorityFix`] sits between the accepted socket and the server and rewrites the
-//! client-to-server byte stream: each header block (HEADERS and its CONTINUATION frames) is
-//! decoded with a decoder that mirrors the client's HPACK encoder, an `:authority` that is not a
-//! valid URI authority becomes `localhost` (what grpc-go sends), and the block is encoded again
-//! with an encoder paired with the server's decoder. Because both HPACK contexts are kept, every
-//! block is re-encoded, not only the ones that change. All other frames, the connection preface
-//! and the whole server-to-client direction pass through untouched. A stream that does not
-//! start with the HTTP/2 preface, or a header block that does not decode, is passed through
-//! as it is from there on, for the server to refuse as before.
+//! [`AuthorityFix`] sits between the accepted socket and the server and decides per
+//! connection, at the client's first header block (a gRPC channel uses one authority for all
+//! its calls): when that block's `:authority` is valid (grpc-go, kubelet, the sidecars), the
+//! block and everything after it pass through untouched and the connection costs one HPACK
+//! decode. Otherwise the client-to-server byte stream is rewritten for the connection's life:
+//! each header block (HEADERS and its CONTINUATION frames) is decoded with a decoder that
+//! mirrors the client's HPACK encoder, an `:authority` that is not a valid URI authority becomes
+//! `localhost` (what grpc-go sends), and the block is encoded again with an encoder paired with
+//! the server's decoder; because both HPACK contexts are kept, every block of such a connection
+//! is re-encoded, not only the ones that change. All other frames, the connection preface and
+//! the whole server-to-client direction pass through untouched. A stream that does not start
+//! with the HTTP/2 preface, or a header block that does not decode, is passed through as it is
+//! from there on, for the server to refuse as before.
 
 use std::io;
 use std::pin::Pin;
@@ -43,8 +47,9 @@ const MAX_PAYLOAD: usize = 16_384;
 /// Largest frame the protocol allows (2^24 - 1 payload); a longer length field means the
 /// stream is not HTTP/2 and is passed through.
 const PROTOCOL_MAX_PAYLOAD: usize = (1 << 24) - 1;
-/// Most bytes read from the socket at once.
-const READ_CHUNK: usize = 16_384;
+/// Most bytes read from the socket at once while a connection is looked at (the first header
+/// block comes in the first few hundred bytes; afterwards the server reads the socket itself).
+const READ_CHUNK: usize = 2_048;
 
 /// The client's stream with invalid `:authority` values replaced (see the module docs).
 pub struct AuthorityFix<S> {
@@ -54,6 +59,8 @@ pub struct AuthorityFix<S> {
     out: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// Where bytes from the socket are read into (reused: no per-read allocation or zeroing).
+    chunk: Box<[u8]>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -65,6 +72,7 @@ impl<S> AuthorityFix<S> {
             out: Vec::new(),
             out_pos: 0,
             eof: false,
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 }
@@ -90,15 +98,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            if this.rewriter.passthrough && this.out.is_empty() {
+                // Nothing to rewrite any more: the server reads the socket directly, and the
+                // buffers and HPACK tables are given back (most connections get here at their
+                // first request).
+                if !this.chunk.is_empty() {
+                    this.chunk = Box::default();
+                    this.out = Vec::new();
+                    this.rewriter = Rewriter::passing_through();
+                }
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut read = ReadBuf::new(&mut this.chunk[..]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            let n = read.filled().len();
+            if n == 0 {
                 // End of the client's stream: whatever is left (a cut frame) goes on as it is.
                 this.eof = true;
                 this.rewriter.finish(&mut this.out);
             } else {
-                this.rewriter.feed(read.filled(), &mut this.out);
+                this.rewriter.feed(&this.chunk[..n], &mut this.out);
             }
         }
     }
@@ -163,8 +182,11 @@ pub struct Rewriter {
     decoder: Decoder<'static>,
     /// Paired with the server's decoder.
     encoder: Encoder<'static>,
-    /// Not HTTP/2 as expected: everything goes through unchanged.
+    /// Everything goes through unchanged from here on: the first header block was fine, or
+    /// the stream is not HTTP/2 as expected.
     passthrough: bool,
+    /// Whether header blocks are being re-encoded (decided at the first one).
+    rewriting: bool,
     /// How many `:authority` values were replaced.
     replaced: u64,
 }
@@ -178,12 +200,21 @@ impl Default for Rewriter {
             decoder: Decoder::new(),
             encoder: Encoder::new(),
             passthrough: false,
+            rewriting: false,
             replaced: 0,
         }
     }
 }
 
 impl Rewriter {
+    /// A rewriter that hands everything on as it is, holding no buffer or table.
+    fn passing_through() -> Self {
+        Self {
+            passthrough: true,
+            ..Self::default()
+        }
+    }
+
     /// Takes bytes from the client and appends what the server is to read to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.passthrough {
@@ -296,6 +327,19 @@ impl Rewriter {
                 return;
             }
         };
+        if !self.rewriting {
+            let fine = headers
+                .iter()
+                .all(|(n, v)| n.as_slice() != b":authority" || valid_authority(v));
+            if fine {
+                // The server's decoder sees the client's own bytes from the start: nothing to
+                // keep in step, nothing more to look at.
+                out.extend_from_slice(&block.original);
+                self.pass_through_from_here(out);
+                return;
+            }
+            self.rewriting = true;
+        }
         for (name, value) in &mut headers {
             if name.as_slice() == b":authority" && !valid_authority(value) {
                 *value = FALLBACK_AUTHORITY.to_vec();
@@ -527,14 +571,32 @@ mod tests {
     #[test]
     fn padding_and_priority_are_handled_and_valid_authorities_stay() {
         let reqs = vec![
-            request("csi.example:8080", "/a"),
-            request("tmp%2Fcsi.sock", "/b"),
+            request("tmp%2Fcsi.sock", "/a"),
+            request("csi.example:8080", "/b"),
+            request("tmp%2Fcsi.sock", "/c"),
         ];
         let (out, replaced) = rewrite_in_chunks(&client_bytes(&reqs, PADDED | PRIORITY), 5);
         let (blocks, _) = server_view(&out);
-        assert_eq!(authority(&blocks[0]), "csi.example:8080");
-        assert_eq!(authority(&blocks[1]), "localhost");
-        assert_eq!(replaced, 1);
+        assert_eq!(authority(&blocks[0]), "localhost");
+        assert_eq!(authority(&blocks[1]), "csi.example:8080");
+        assert_eq!(authority(&blocks[2]), "localhost");
+        assert_eq!(replaced, 2);
+    }
+
+    #[test]
+    fn a_connection_that_starts_with_a_valid_authority_passes_through_byte_for_byte() {
+        let reqs = vec![
+            request("localhost", "/csi.v1.Identity/Probe"),
+            request("localhost", "/csi.v1.Node/NodeGetInfo"),
+        ];
+        for flags in [0, PADDED | PRIORITY] {
+            let input = client_bytes(&reqs, flags);
+            for chunk in [1, 9, 4096] {
+                let (out, replaced) = rewrite_in_chunks(&input, chunk);
+                assert_eq!(out, input, "chunk {chunk}");
+                assert_eq!(replaced, 0);
+            }
+        }
     }
 
     #[test]

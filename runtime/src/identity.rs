@@ -32,6 +32,8 @@ pub enum Capability {
     ControllerService,
     /// Volumes can be expanded while in use.
     OnlineVolumeExpansion,
+    /// Volumes may be reachable from some nodes only (`accessible_topology`).
+    VolumeAccessibilityConstraints,
 }
 
 impl Capability {
@@ -40,6 +42,11 @@ impl Capability {
             Self::ControllerService => {
                 plugin_capability::Type::Service(plugin_capability::Service {
                     r#type: service::Type::ControllerService as i32,
+                })
+            }
+            Self::VolumeAccessibilityConstraints => {
+                plugin_capability::Type::Service(plugin_capability::Service {
+                    r#type: service::Type::VolumeAccessibilityConstraints as i32,
                 })
             }
             Self::OnlineVolumeExpansion => {

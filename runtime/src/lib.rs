@@ -17,6 +17,7 @@
 //! - `authority`: accepting clients whatever HTTP/2 `:authority` they send (grpcio sends the
 //!   socket path), which the HTTP/2 server would otherwise refuse.
 //! - `args`: the flags every plugin binary takes (`CommonArgs`) and the driver name rules.
+//! - `topology`: the driver's topology keys (`topology.gluster.heketi.csi/…`) and segments.
 //! - `OperationLocks::lock_or_aborted`: a held key as the CSI `Aborted` status.
 //!
 //! With feature `test-support` (implies `csi`): `testing`, running a plugin binary as a child
@@ -38,5 +39,7 @@ pub mod shutdown;
 pub mod socket;
 #[cfg(feature = "test-support")]
 pub mod testing;
+#[cfg(feature = "csi")]
+pub mod topology;
 
 pub use error::ServeError;

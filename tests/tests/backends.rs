@@ -43,7 +43,8 @@ const SECRET_NAME: &str = "heketi-admin";
 fn main() {
     let opts = TestbedOptions {
         state_dir: harness::state_dir_for("backends"),
-        hosts: 1,
+        // The second host carries the second pool of the topology trial.
+        hosts: 2,
         heketi: true,
         controller: false,
         node: false,
@@ -65,6 +66,11 @@ fn main() {
                 "ids_of_unknown_backends_are_refused_before_any_request",
                 &tb,
                 unknown_backends_refused,
+            ),
+            harness::trial(
+                "two_pools_in_two_zones_volumes_land_where_the_topology_asks",
+                &tb,
+                two_pools_in_two_zones,
             ),
             harness::trial(
                 "https_heketi_with_its_ca_and_a_wrong_ca_names_tls",
@@ -385,6 +391,11 @@ impl OwnHeketi {
 
     /// One cluster with the testbed's first host and a brick root of this server's own.
     async fn load_topology(&self, tb: &Testbed, name: &str) -> Result<()> {
+        self.load_topology_on(tb, name, 0).await
+    }
+
+    /// One cluster with testbed host `i` and a brick root of this server's own.
+    async fn load_topology_on(&self, tb: &Testbed, name: &str, i: usize) -> Result<()> {
         let h = self.admin(tb)?;
         let cluster = h
             .cluster_create(&ClusterFlags {
@@ -392,7 +403,7 @@ impl OwnHeketi {
                 file: true,
             })
             .await?;
-        let host = &tb.hosts()[0];
+        let host = &tb.hosts()[i];
         let addr = host.address.to_string();
         let node = h
             .node_add(&NodeAddRequest {
@@ -405,8 +416,8 @@ impl OwnHeketi {
                 ..Default::default()
             })
             .await?;
-        let device = tb.brick_root(0).join(name);
-        let on_disk = tb.on_disk(0, &device);
+        let device = tb.brick_root(i).join(name);
+        let on_disk = tb.on_disk(i, &device);
         std::fs::create_dir_all(&on_disk)
             .with_context(|| format!("creating {}", on_disk.display()))?;
         h.device_add(&DeviceAddRequest {
@@ -417,6 +428,195 @@ impl OwnHeketi {
         .await?;
         Ok(())
     }
+}
+
+fn zone(z: &str) -> csi_proto::v1::Topology {
+    csi_proto::v1::Topology {
+        segments: map(&[("topology.gluster.heketi.csi/zone", z)]),
+    }
+}
+
+fn in_zones(name: &str, requisite: &[&str], preferred: &[&str]) -> CreateVolumeRequest {
+    let mut r = create_req(name, &[("volumetype", "none")]);
+    r.accessibility_requirements = Some(csi_proto::v1::TopologyRequirement {
+        requisite: requisite.iter().map(|z| zone(z)).collect(),
+        preferred: preferred.iter().map(|z| zone(z)).collect(),
+    });
+    r
+}
+
+async fn capacity(c: &mut Client, z: &str) -> Result<i64> {
+    let r = step(
+        "GetCapacity",
+        c.get_capacity(csi_proto::v1::GetCapacityRequest {
+            accessible_topology: Some(zone(z)),
+            parameters: map(&[("volumetype", "none")]),
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("GetCapacity {z}: {s:?}"))?;
+    Ok(r.available_capacity)
+}
+
+/// A backends file with `east` (placed in zone east, the default) and `west` (placed in
+/// `west_zone`), both authenticating with the fake API's Secret.
+fn zones_file(east: &str, west: &str, west_zone: &str) -> String {
+    let entry = |name: &str, url: &str, zone: &str| {
+        format!(
+            "  - name: {name}\n    url: {url}\n    secret: {{namespace: {SECRET_NS}, name: \
+             {SECRET_NAME}}}\n    topology: {{zone: {zone}}}\n"
+        )
+    };
+    format!(
+        "default: east\nbackends:\n{}{}",
+        entry("east", east, "east"),
+        entry("west", west, west_zone)
+    )
+}
+
+/// Two heketi-servers on disjoint hosts, placed in zones `east` (host 1) and `west` (host 2)
+/// by the backends file: CreateVolume follows the accessibility requirements (preferred first,
+/// then requisite), returns the zone as the volume's accessible topology and makes the volume
+/// on that zone's Heketi only; a requisite zone no backend serves is RESOURCE_EXHAUSTED naming
+/// it; GetCapacity answers per zone (0 where nothing is placed) and goes down in the zone a
+/// volume was made in only; without requirements the default backend is used; a change of the
+/// backends file reaches the running controller.
+async fn two_pools_in_two_zones(tb: Arc<Testbed>) -> Result<()> {
+    let dir = tb.scratch_dir("zones")?;
+    let env = tb.env();
+    let east = OwnHeketi::start(&tb, &dir.join("east").tap_mkdir()?, None).await?;
+    east.load_topology_on(&tb, "zone-east", 0).await?;
+    let west = OwnHeketi::start(&tb, &dir.join("west").tap_mkdir()?, None).await?;
+    west.load_topology_on(&tb, "zone-west", 1).await?;
+    let (_api, kubeconfig) = kube_api(&dir, &env.heketi_key).await?;
+    let file = backends_file(&dir, &zones_file(&east.url, &west.url, "west"))?;
+    let args = vec!["--backends-file".to_owned(), file.display().to_string()];
+    let own = OwnController::start(&dir, &args, &[("KUBECONFIG", &kubeconfig)]).await?;
+    let mut c = own.client().await?;
+
+    let west_before = capacity(&mut c, "west").await?;
+    let east_before = capacity(&mut c, "east").await?;
+    ensure!(
+        west_before > 0 && east_before > 0,
+        "capacity {east_before} / {west_before}"
+    );
+    ensure!(
+        capacity(&mut c, "north").await? == 0,
+        "capacity where nothing is placed"
+    );
+
+    let mut made = Vec::new();
+    for (what, requisite, preferred, want) in [
+        (
+            "preferred-west",
+            &["east", "west"][..],
+            &["west", "east"][..],
+            "west",
+        ),
+        (
+            "preferred-east",
+            &["east", "west"][..],
+            &["east"][..],
+            "east",
+        ),
+        ("requisite-only", &["north", "west"][..], &[][..], "west"),
+    ] {
+        let v = create(&mut c, in_zones(&csi_name(what), requisite, preferred)).await?;
+        let parsed = VolumeId::parse(&v.volume_id).context("id")?;
+        ensure!(
+            parsed.backend == BackendRef::Named(want.into()),
+            "{what}: made on {:?}, wanted {want}",
+            parsed.backend
+        );
+        ensure!(
+            v.accessible_topology == vec![zone(want)],
+            "{what}: accessible_topology {:?}",
+            v.accessible_topology
+        );
+        let (here, there) = if want == "west" {
+            (&west, &east)
+        } else {
+            (&east, &west)
+        };
+        let id = heketi_id(&v)?;
+        ensure!(
+            here.admin(&tb)?.volume_info(&id).await.is_ok(),
+            "{what}: {id} not on {want}"
+        );
+        ensure!(
+            there.admin(&tb)?.volume_info(&id).await.is_err(),
+            "{what}: {id} also on the other pool"
+        );
+        made.push(v);
+    }
+    let west_after = capacity(&mut c, "west").await?;
+    let east_after = capacity(&mut c, "east").await?;
+    ensure!(
+        west_before - west_after >= 2 * GIB && east_before - east_after >= GIB,
+        "capacity east {east_before} -> {east_after}, west {west_before} -> {west_after} after \
+         1 GiB in east and 2 GiB in west"
+    );
+
+    let refused = step(
+        "CreateVolume",
+        c.create_volume(in_zones(&csi_name("north"), &["north"], &["north"])),
+    )
+    .await;
+    match refused {
+        Err(s) if s.code() == Code::ResourceExhausted && s.message().contains("north") => {}
+        other => bail!("a requisite zone nobody serves: {other:?}"),
+    }
+
+    // The backends file changes (west's pool now serves zone north too): the running
+    // controller takes it up without a restart.
+    backends_file(&dir, &zones_file(&east.url, &west.url, "north"))?;
+    let t = std::time::Instant::now();
+    let north = loop {
+        match step(
+            "CreateVolume",
+            c.create_volume(in_zones(&csi_name("north-later"), &["north"], &[])),
+        )
+        .await
+        {
+            Ok(r) => break r.volume.context("no volume")?,
+            Err(s) if s.code() == Code::ResourceExhausted && t.elapsed() < STEP => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => bail!("north after the file changed: {s:?}"),
+        }
+    };
+    ensure!(
+        VolumeId::parse(&north.volume_id).context("id")?.backend
+            == BackendRef::Named("west".into())
+            && north.accessible_topology == vec![zone("north")],
+        "north after the change: {north:?}"
+    );
+    let reload_took = t.elapsed();
+    made.push(north);
+
+    let plain = create(
+        &mut c,
+        create_req(&csi_name("no-topology"), &[("volumetype", "none")]),
+    )
+    .await?;
+    ensure!(
+        VolumeId::parse(&plain.volume_id).context("id")?.backend
+            == BackendRef::Named("east".into())
+            && plain.accessible_topology == vec![zone("east")],
+        "without requirements: {plain:?}"
+    );
+    made.push(plain);
+    for v in &made {
+        delete(&mut c, &v.volume_id, HashMap::new()).await?;
+    }
+    println!(
+        "zones: 4 volumes placed as asked (west, east, west, default east), north refused, \
+         then served by west {:.1}s after the backends file changed (no restart); capacity east \
+         {east_before} -> {east_after}, west {west_before} -> {west_after}",
+        reload_took.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A CA, a server certificate it signed for `ip`, and another CA that signed nothing.

@@ -359,10 +359,24 @@ impl Server {
         body: Option<&str>,
         auth: Option<String>,
     ) -> Result<Resp> {
+        self.raw_with(method, path, body, auth, &[]).await
+    }
+
+    async fn raw_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: Option<String>,
+        extra: &[(&str, &str)],
+    ) -> Result<Resp> {
         let m = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.http.request(m, format!("{}{path}", self.url));
         if let Some(a) = auth {
             req = req.header("authorization", a);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
         }
         if let Some(b) = body {
             req = req
@@ -384,23 +398,8 @@ impl Server {
     /// [`Server::req`] with extra header fields.
     async fn req_with(&self, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<Resp> {
         let t = token("admin", &self.admin_key, method, path, 0, Some(300));
-        let m = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self
-            .http
-            .request(m, format!("{}{path}", self.url))
-            .header("authorization", format!("bearer {t}"));
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        let r = req
-            .send()
+        self.raw_with(method, path, None, Some(format!("bearer {t}")), extra)
             .await
-            .with_context(|| format!("{method} {path}"))?;
-        Ok(Resp {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.text().await?,
-        })
     }
 
     async fn req(&self, method: &str, path: &str, body: Option<&str>) -> Result<Resp> {

@@ -119,6 +119,7 @@ impl Inner {
             .backends
             .for_class(
                 params.resturl.as_deref(),
+                req.accessibility_requirements.as_ref(),
                 creds,
                 !req.secrets.is_empty(),
                 no_default_for_class,
@@ -154,7 +155,7 @@ impl Inner {
                 size_gib = info.size,
                 "volume already exists"
             );
-            return Self::volume(&target.reference, &info, plan.content_source);
+            return self.volume(&target.reference, &info, plan.content_source);
         }
         let permit = target.permit().await?;
         let info = match &plan.source {
@@ -170,7 +171,7 @@ impl Inner {
             backend = %target.url(),
             "volume created"
         );
-        Self::volume(&target.reference, &info, plan.content_source)
+        self.volume(&target.reference, &info, plan.content_source)
     }
 
     /// The volume named `heketi_name` (read fresh from Heketi) if there is one.
