@@ -124,6 +124,13 @@ pub struct Args {
     /// so that volumes of a backend placed in that zone are scheduled onto this node.
     #[arg(long, env = "TOPOLOGY", value_delimiter = ',')]
     pub topology: Vec<String>,
+    /// Where this node is, read from its Kubernetes labels: KEY=NODE_LABEL (repeat it, or
+    /// comma-separate in TOPOLOGY_FROM_NODE_LABELS), e.g.
+    /// `--topology-from-node-label zone=topology.kubernetes.io/zone` reports that label's value
+    /// under `topology.gluster.heketi.csi/zone`. The Node is read once, at the first
+    /// NodeGetInfo; the plugin needs `get` on nodes.
+    #[arg(long, env = "TOPOLOGY_FROM_NODE_LABELS", value_delimiter = ',')]
+    pub topology_from_node_label: Vec<String>,
 }
 
 /// Validated configuration.
@@ -149,6 +156,8 @@ pub struct Config {
     pub fuse_launcher: FuseLauncher,
     /// This node's topology segment (empty: none reported).
     pub topology: gluster_csi_runtime::topology::Segment,
+    /// Topology keys whose values come from the node's labels.
+    pub topology_from_node_labels: crate::node_labels::LabelMap,
 }
 
 /// A flag with an unusable value.
@@ -178,7 +187,8 @@ pub enum ConfigError {
     /// `--fuse-cgroup` with a launcher that does not use it.
     #[error("--fuse-cgroup applies to --fuse-launcher direct only, not {0}")]
     FuseCgroupLauncher(String),
-    /// A `--topology` item is unusable; the message says which and why.
+    /// A `--topology` or `--topology-from-node-label` item is unusable; the message says which
+    /// and why.
     #[error("{0}")]
     Topology(String),
     /// The mount agent's `--socket` is not an absolute path.
@@ -222,6 +232,17 @@ impl Config {
         }
         let topology = gluster_csi_runtime::topology::parse_segment(&args.topology, "--topology")
             .map_err(ConfigError::Topology)?;
+        let topology_from_node_labels =
+            crate::node_labels::LabelMap::parse(&args.topology_from_node_label)
+                .map_err(ConfigError::Topology)?;
+        if let Some(key) = topology_from_node_labels
+            .keys()
+            .find(|k| topology.contains_key(*k))
+        {
+            return Err(ConfigError::Topology(format!(
+                "{key} is given by both --topology and --topology-from-node-label: keep one"
+            )));
+        }
         Ok(Self {
             endpoint: args.common.endpoint,
             driver_name: args.common.driver_name,
@@ -233,6 +254,7 @@ impl Config {
             fuse_cgroups: args.fuse_cgroups,
             fuse_launcher: args.fuse_launcher,
             topology,
+            topology_from_node_labels,
         })
     }
 }

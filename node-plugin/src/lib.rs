@@ -28,6 +28,7 @@ pub mod logs;
 pub mod mounter;
 pub mod mountinfo;
 pub mod node;
+pub mod node_labels;
 pub mod options;
 pub mod paths;
 pub mod records;

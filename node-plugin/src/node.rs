@@ -70,6 +70,8 @@ pub struct NodeService {
     locks: OperationLocks,
     /// Cleared once a client rejects `auto_unmount`.
     auto_unmount: AtomicBool,
+    /// The part of the topology read from the Node's labels.
+    node_labels: crate::node_labels::NodeLabels,
 }
 
 /// The parts of a volume capability the node uses.
@@ -154,6 +156,10 @@ impl NodeService {
         }
         Self {
             records: Records::new(&config.state_dir),
+            node_labels: crate::node_labels::NodeLabels::new(
+                &config.node_id,
+                config.topology_from_node_labels.clone(),
+            ),
             config,
             launcher,
             inspector: Inspector::new(Prober::new(STATS_TIMEOUT), view),
@@ -739,13 +745,18 @@ impl Node for NodeService {
         &self,
         _request: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        let mut segment = self.config.topology.clone();
+        segment.extend(
+            self.node_labels
+                .segment()
+                .await
+                .map_err(Status::unavailable)?,
+        );
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.config.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: (!self.config.topology.is_empty()).then(|| {
-                csi_proto::v1::Topology {
-                    segments: self.config.topology.clone().into_iter().collect(),
-                }
+            accessible_topology: (!segment.is_empty()).then(|| csi_proto::v1::Topology {
+                segments: segment.into_iter().collect(),
             }),
         }))
     }

@@ -112,6 +112,26 @@ fn invalid_configuration_fails_before_binding_and_names_the_flag() {
             vec!["--endpoint", &endpoint, "--topology", "zone"],
             "--topology",
         ),
+        (
+            vec![
+                "--endpoint",
+                &endpoint,
+                "--topology-from-node-label",
+                "zone",
+            ],
+            "--topology-from-node-label",
+        ),
+        (
+            vec![
+                "--endpoint",
+                &endpoint,
+                "--topology",
+                "zone=east",
+                "--topology-from-node-label",
+                "zone=topology.kubernetes.io/zone",
+            ],
+            "--topology-from-node-label: keep one",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert!(!out.status.success(), "{args:?} must fail");
@@ -178,5 +198,56 @@ async fn node_get_info_reports_the_configured_topology() {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         assert_eq!(got, want);
+    }
+}
+
+/// With `--topology-from-node-label` and no way to the API server, NodeGetInfo fails with
+/// UNAVAILABLE (kubelet retries the registration) and says what the plugin needs; the plugin
+/// keeps serving. The reading itself is checked on a real cluster (k8s_e2e, topology trial).
+#[tokio::test]
+async fn node_get_info_without_the_api_server_is_unavailable_and_says_why() {
+    use csi_proto::v1::NodeGetInfoRequest;
+    use csi_proto::v1::node_client::NodeClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("plugins/gluster/labels.sock");
+    let endpoint = format!("unix://{}", sock.display());
+    let state = dir.path().join("state");
+    let missing = dir.path().join("no-kubeconfig");
+    let mut plugin = PluginProcess::start_with_env(
+        BIN,
+        &[
+            "--endpoint",
+            &endpoint,
+            "--node-id",
+            "node-a",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--topology-from-node-label",
+            "zone=topology.kubernetes.io/zone",
+        ],
+        &[
+            ("KUBECONFIG", missing.to_str()),
+            ("KUBERNETES_SERVICE_HOST", None),
+            ("KUBERNETES_SERVICE_PORT", None),
+            ("HOME", dir.path().to_str()),
+        ],
+    )
+    .expect("start");
+    assert!(plugin.wait_for_socket(&sock, WAIT).await, "no socket");
+    let mut node = NodeClient::connect(endpoint).await.expect("connect");
+    for _ in 0..2 {
+        let e = node
+            .node_get_info(NodeGetInfoRequest {})
+            .await
+            .expect_err("no API server");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(
+            e.message().contains("--topology-from-node-label")
+                && e.message().contains("node-a")
+                && e.message().contains("get on nodes"),
+            "{}",
+            e.message()
+        );
     }
 }

@@ -14,7 +14,24 @@ pub struct PluginProcess {
 impl PluginProcess {
     /// Starts `binary` with `args`, stderr inherited so failures show in the test log.
     pub fn start(binary: &str, args: &[&str]) -> std::io::Result<Self> {
-        let child = Command::new(binary)
+        Self::start_with_env(binary, args, &[])
+    }
+
+    /// [`Self::start`] with each `(NAME, Some(value))` of `env` set and each `(NAME, None)`
+    /// removed in the child's environment.
+    pub fn start_with_env(
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> std::io::Result<Self> {
+        let mut command = Command::new(binary);
+        for (name, value) in env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        let child = command
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

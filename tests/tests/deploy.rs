@@ -144,9 +144,32 @@ fn kustomize(path: &Path) -> Result<String, String> {
 fn source_of(dir: &str) -> PathBuf {
     if dir == install::EXAMPLE_OVERLAY {
         filled_example().to_path_buf()
+    } else if dir == TOPOLOGY_COMPONENT {
+        with_component(dir)
     } else {
         repo().join(dir)
     }
+}
+
+/// A Component renders only inside a kustomization: `dir` added to the base, in the driver's
+/// namespace, as an operator's overlay would add it.
+fn with_component(dir: &str) -> PathBuf {
+    let wrapper = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir.replace('/', "-"));
+    std::fs::create_dir_all(&wrapper).expect("wrapper directory");
+    let rel = |to: &str| {
+        install::relative_path(&wrapper, &repo().join(to))
+            .unwrap_or_else(|e| panic!("{to}: {e:#}"))
+            .display()
+            .to_string()
+    };
+    let yaml = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: \
+         {DRIVER_NS}\nresources:\n  - {}\ncomponents:\n  - {}\n",
+        rel("deploy/kubernetes/base"),
+        rel(dir)
+    );
+    std::fs::write(wrapper.join("kustomization.yaml"), yaml).expect("wrapper kustomization");
+    wrapper
 }
 
 fn rendered(dir: &str) -> String {
@@ -359,14 +382,17 @@ fn all_pods(o: &Objects) -> Vec<(String, &PodSpec)> {
 
 /// Every kustomization in deploy/ (`every_kustomization_in_deploy_is_checked` keeps the list
 /// complete).
-const KUSTOMIZATIONS: [&str; 6] = [
+const KUSTOMIZATIONS: [&str; 7] = [
     "deploy/kubernetes/base",
+    TOPOLOGY_COMPONENT,
     install::EXAMPLE_OVERLAY,
     "deploy/kubernetes/overlays/heketi-server",
     "deploy/examples",
     "deploy/examples/intree-style",
     SNAPSHOT_EXAMPLES,
 ];
+/// The Component that turns on topology and storage capacity tracking (rendered on the base).
+const TOPOLOGY_COMPONENT: &str = "deploy/kubernetes/components/topology";
 /// The snapshot examples: the only kustomization that may hold VolumeSnapshot kinds.
 const SNAPSHOT_EXAMPLES: &str = "deploy/examples/snapshot";
 
@@ -916,6 +942,76 @@ fn rbac_grants_what_the_sidecars_need_and_no_wildcards() {
     }
     let (_, node) = daemonset(&o, "gluster-csi-node");
     assert_ne!(node.service_account_name.as_deref(), Some(sa.as_str()));
+}
+
+#[test]
+fn topology_component_turns_on_capacity_tracking_and_zones_from_node_labels() {
+    let o = render(TOPOLOGY_COMPONENT);
+    let [driver] = o.drivers.as_slice() else {
+        panic!("exactly one CSIDriver");
+    };
+    assert_eq!(driver.spec.storage_capacity, Some(true));
+
+    let pod = deployment(&o, "gluster-csi-controller");
+    let provisioner = container(pod, "csi-provisioner");
+    let f = flags(provisioner);
+    assert_eq!(
+        f.get("feature-gates").map(String::as_str),
+        Some("Topology=true")
+    );
+    assert!(f.contains_key("enable-capacity"), "{f:?}");
+    assert_eq!(
+        f.get("capacity-ownerref-level").map(String::as_str),
+        Some("2")
+    );
+    // Capacity tracking finds its pod and namespace through these.
+    for var in ["POD_NAME", "NAMESPACE"] {
+        assert!(
+            provisioner
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == var
+                    && e.value_from.as_ref().is_some_and(|v| v.field_ref.is_some())),
+            "csi-provisioner has no {var} from the Downward API"
+        );
+    }
+    let sa = pod.service_account_name.clone().expect("service account");
+    let rules = granted(&o, DRIVER_NS, &sa, false);
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(
+            allows(&rules, "storage.k8s.io", "csistoragecapacities", verb),
+            "{sa} may not {verb} csistoragecapacities"
+        );
+    }
+    assert!(allows(&rules, "", "pods", "get") && allows(&rules, "apps", "replicasets", "get"));
+
+    // The node plugin: one DaemonSet, its zone from the node label, allowed to read nodes and
+    // nothing more.
+    let (_, node) = daemonset(&o, "gluster-csi-node");
+    let plugin = container(node, "gluster-csi-node");
+    let label = flag(plugin, "topology-from-node-label");
+    assert_eq!(label, "zone=topology.kubernetes.io/zone");
+    let node_sa = node
+        .service_account_name
+        .clone()
+        .expect("node service account");
+    assert_ne!(node_sa, sa);
+    let node_rules = granted(&o, DRIVER_NS, &node_sa, true);
+    assert!(allows(&node_rules, "", "nodes", "get"));
+    for (group, resource, verb) in [
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
+        ("", "secrets", "get"),
+    ] {
+        assert!(
+            !allows(&node_rules, group, resource, verb),
+            "{node_sa} may {verb} {resource}"
+        );
+    }
+    assert!(granted(&o, DRIVER_NS, &node_sa, false).is_empty());
 }
 
 #[test]
