@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod agent_protocol;
+pub mod client_args;
 pub mod clients;
 pub mod command;
 pub mod condition;

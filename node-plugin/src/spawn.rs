@@ -85,6 +85,7 @@ use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 
 use crate::agent_protocol::{self, MountOutcome, MountRequest};
+use crate::client_args;
 use crate::clients::{self, PidNamespace};
 use crate::command::{self, CommandOutput};
 use crate::error::Error;
@@ -160,7 +161,10 @@ enum How {
 #[derive(Debug)]
 pub struct ClientLauncher {
     how: How,
+    /// `mount`, for the systemd launcher.
     mount_program: PathBuf,
+    /// `glusterfs`, the client the direct launcher starts itself.
+    client_program: PathBuf,
     timeout: Duration,
     pid_namespace: PidNamespace,
 }
@@ -257,6 +261,7 @@ impl ClientLauncher {
         Self {
             how,
             mount_program: PathBuf::from("mount"),
+            client_program: PathBuf::from("glusterfs"),
             timeout,
             pid_namespace,
         }
@@ -318,9 +323,22 @@ impl ClientLauncher {
                 fuse_cgroups,
                 host_cgroup_ns,
             } => {
-                let ran = self
+                let args = client_args::glusterfs_args(source, target, options)?;
+                let what = format!("glusterfs {source} {}", target.display());
+                let mut ran = self
                     .mount_direct(&args, &what, fuse_cgroups, host_cgroup_ns.as_deref())
                     .await?;
+                if ran.success {
+                    // The client answers for the mount point once it has mounted; one that
+                    // went into the background and then failed leaves nothing that answers.
+                    if let Err(why) = answers(target, self.timeout).await {
+                        ran.success = false;
+                        ran.status = "the client mounted, then the mount point did not \
+                                      answer"
+                            .into();
+                        ran.output = why;
+                    }
+                }
                 Ok(ran.into())
             }
             How::Systemd { systemd_run } => {
@@ -356,12 +374,12 @@ impl ClientLauncher {
         host_cgroup_ns: Option<&Path>,
     ) -> Result<CommandOutput, Error> {
         if fuse_cgroups.is_empty() {
-            let mut cmd = tokio::process::Command::new(&self.mount_program);
+            let mut cmd = tokio::process::Command::new(&self.client_program);
             cmd.args(args);
             return command::run(cmd, what, self.timeout).await;
         }
         let escape = escape(fuse_cgroups, host_cgroup_ns)?;
-        let mut cmd = tokio::process::Command::new(&self.mount_program);
+        let mut cmd = tokio::process::Command::new(&self.client_program);
         cmd.args(args);
         // SAFETY: `Escape::enter` only makes system calls (setns, open, write, close) on data
         // prepared before the fork; it allocates nothing and takes no lock, as required between
@@ -377,12 +395,24 @@ impl ClientLauncher {
                     "cannot start the mount in the FUSE client cgroup; mounting in the plugin's \
                      cgroup (the client will not survive a plugin restart)"
                 );
-                let mut cmd = tokio::process::Command::new(&self.mount_program);
+                let mut cmd = tokio::process::Command::new(&self.client_program);
                 cmd.args(args);
                 command::run(cmd, what, self.timeout).await
             }
             other => other,
         }
+    }
+}
+
+/// Whether `target` can be stat'ed within `limit`: Err(why) when not.
+async fn answers(target: &Path, limit: Duration) -> Result<(), String> {
+    let path = target.to_path_buf();
+    let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&path));
+    match tokio::time::timeout(limit, stat).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("stat {}: {e}", target.display())),
+        Ok(Err(e)) => Err(format!("stat {}: {e}", target.display())),
+        Err(_) => Err(format!("stat {} hung for {limit:?}", target.display())),
     }
 }
 

@@ -649,6 +649,16 @@ fn fuse_servers(pids: &[u32]) -> Vec<u32> {
 }
 
 /// The one FUSE client serving `staging`.
+/// The command line of process `pid`.
+fn client_args(pid: u32) -> Result<Vec<String>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
 fn the_client(staging: &Path) -> Result<u32> {
     let all = gluster_processes(staging);
     let servers = fuse_servers(&all);
@@ -931,11 +941,7 @@ async fn stage_and_two_publishes_share_one_client(tb: Arc<Testbed>) -> Result<()
 
         let client = the_client(&v.staging())?;
         // The primary is the first volfile server and is never repeated as a backup.
-        let cmdline = std::fs::read(format!("/proc/{client}/cmdline"))?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = client_args(client)?;
         let servers: Vec<&str> = args
             .iter()
             .filter_map(|a| a.strip_prefix("--volfile-server="))
@@ -952,6 +958,41 @@ async fn stage_and_two_publishes_share_one_client(tb: Arc<Testbed>) -> Result<()
             "client log is not the per-volume log: {args:?}"
         );
         ensure!(args.iter().any(|a| a == "--log-level=ERROR"), "{args:?}");
+
+        // The plugin starts the client itself: with the flags that mount.glusterfs gives a
+        // client for the same options (the script names --fuse-mountopts twice).
+        let raw = pod.state.join("raw-mount");
+        std::fs::create_dir_all(&raw)?;
+        let options = format!(
+            "backup-volfile-servers={},log-file={},log-level=ERROR,auto_unmount",
+            want[1..].join(":"),
+            log.display()
+        );
+        run(&[
+            "mount",
+            "-t",
+            "glusterfs",
+            "-o",
+            &options,
+            &source,
+            &raw.display().to_string(),
+        ])
+        .await?;
+        let raw_client = the_client(&raw);
+        let raw_args = raw_client.and_then(client_args);
+        run(&["umount", &raw.display().to_string()]).await?;
+        let flags_of = |args: &[String]| -> std::collections::BTreeSet<String> {
+            args.iter()
+                .skip(1)
+                .take(args.len().saturating_sub(2))
+                .cloned()
+                .collect()
+        };
+        let raw_args = raw_args?;
+        ensure!(
+            flags_of(&args) == flags_of(&raw_args),
+            "the plugin's client runs {args:?}, mount.glusterfs's {raw_args:?}"
+        );
 
         // The client runs in the FUSE cgroup, not in the plugin's.
         let cg = std::fs::read_to_string(format!("/proc/{client}/cgroup"))?;
