@@ -49,7 +49,7 @@ use crate::context::VolumeContext;
 use crate::error::Error;
 use crate::logs;
 use crate::mounter::{self, Prober};
-use crate::mountinfo::MountInfo;
+use crate::mountinfo::{MountInfo, MountTable};
 use crate::options::{self, MountFlags};
 use crate::paths::{self, Field};
 use crate::records::Records;
@@ -402,11 +402,10 @@ impl NodeService {
         let staging = mounter::resolve(&staging).await?;
         let target = mounter::resolve(&target).await?;
 
-        let staged = self
+        let (staged, table) = self
             .live_staging(&req.volume_id, &staging, &req.volume_context, &cap.flags)
             .await?;
 
-        let table = mounter::mount_table().await?;
         if let Some(t) = table.at(&target) {
             if t.device == staged.device {
                 if t.read_only() != read_only {
@@ -465,7 +464,6 @@ impl NodeService {
             }
         }
         if cap.mode == Mode::SingleNodeSingleWriter {
-            let table = mounter::mount_table().await?;
             let others: Vec<String> = table
                 .with_device(staged.device)
                 .filter(|m| m.mount_point != staging && m.mount_point != target)
@@ -497,16 +495,16 @@ impl NodeService {
         }
     }
 
-    /// The live staging mount for a publish; remounts it when it is dead (repair), refuses
-    /// when it is degraded. A staging directory that does not exist means the volume was never
-    /// staged.
+    /// The live staging mount for a publish, with the mount table it was found in; remounts
+    /// it when it is dead (repair), refuses when it is degraded. A staging directory that does
+    /// not exist means the volume was never staged.
     async fn live_staging(
         &self,
         volume_id: &str,
         staging: &Path,
         context: &std::collections::HashMap<String, String>,
         flags: &MountFlags,
-    ) -> Result<MountInfo, Error> {
+    ) -> Result<(MountInfo, MountTable), Error> {
         let table = mounter::mount_table().await?;
         if let Some(m) = table.at(staging) {
             if !m.is_glusterfs() {
@@ -517,13 +515,16 @@ impl NodeService {
                 )));
             }
             match condition::repair(self.inspector.assess(&table, m).await, volume_id, m)? {
-                Repair::Keep => return Ok(m.clone()),
+                Repair::Keep => {
+                    let m = m.clone();
+                    return Ok((m, table));
+                }
                 Repair::Remount(cause) => {
                     let ctx = VolumeContext::from_map(context)?;
                     check_same_volume(m, staging, &ctx.volume)?;
                     tracing::warn!(reason = %cause, "staging mount is dead; remounting it before publishing");
                     mounter::unmount_all(staging).await?;
-                    return self.mount_fresh(volume_id, staging, &ctx, flags).await;
+                    return self.remounted(volume_id, staging, &ctx, flags).await;
                 }
             }
         }
@@ -535,7 +536,19 @@ impl NodeService {
         }
         tracing::warn!(staging = %staging.display(), "staging path is not mounted (its client may have died); restaging");
         let ctx = VolumeContext::from_map(context)?;
-        self.mount_fresh(volume_id, staging, &ctx, flags).await
+        self.remounted(volume_id, staging, &ctx, flags).await
+    }
+
+    /// [`Self::mount_fresh`], with the mount table read after it.
+    async fn remounted(
+        &self,
+        volume_id: &str,
+        staging: &Path,
+        ctx: &VolumeContext,
+        flags: &MountFlags,
+    ) -> Result<(MountInfo, MountTable), Error> {
+        let m = self.mount_fresh(volume_id, staging, ctx, flags).await?;
+        Ok((m, mounter::mount_table().await?))
     }
 
     async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<(), Error> {
