@@ -22,7 +22,8 @@
 //!
 //! # The launchers (`--fuse-launcher`)
 //!
-//! - **`direct`** (default): the plugin runs `mount -t glusterfs` itself. With `--fuse-cgroup
+//! - **`direct`** (default): the plugin starts the client (`glusterfs`) itself, with the flags
+//!   `mount.glusterfs` would give it ([`crate::client_args`]). With `--fuse-cgroup
 //!   DIR` the child writes `0` to `DIR/cgroup.procs` between `fork` and `exec`, so there is no
 //!   moment at which the client is in the container's cgroup. On a cgroup v1 or hybrid host,
 //!   where `/sys/fs/cgroup` holds one mount per hierarchy, `/sys/fs/cgroup/NAME` stands for
@@ -66,8 +67,8 @@
 //! - no memory limit small enough to OOM-kill clients is relevant here: clients are no longer
 //!   charged to the container once moved.
 //!
-//! The mount runs in the plugin's mount namespace with the plugin image's `mount.glusterfs`
-//! and `glusterfs`; the host needs no Gluster packages. After a container stop the client keeps
+//! The mount runs in the plugin's mount namespace with the plugin image's `glusterfs` (and
+//! `mount.glusterfs` for `systemd`); the host needs no Gluster packages. After a container stop the client keeps
 //! the old container's mount namespace alive; its mounts under kubelet's directory are shared
 //! with the host, so the host and the next plugin see and can unmount them. (With the agent,
 //! the mount runs in the agent's mount namespace with the agent's tools instead.)
@@ -157,7 +158,7 @@ enum How {
     Agent { socket: PathBuf },
 }
 
-/// Starts `mount -t glusterfs` the configured way.
+/// Starts the GlusterFS client of a mount the configured way.
 #[derive(Debug)]
 pub struct ClientLauncher {
     how: How,
@@ -308,8 +309,9 @@ impl ClientLauncher {
         self.pid_namespace
     }
 
-    /// Runs `mount -t glusterfs -o OPTIONS SOURCE TARGET` (argv, no shell) under the timeout,
-    /// the configured way.
+    /// Mounts `source` at `target` with `options` under the timeout, the configured way:
+    /// `glusterfs FLAGS… TARGET` (direct), or `mount -t glusterfs -o OPTIONS SOURCE TARGET`
+    /// (systemd, agent); argv, no shell.
     pub async fn mount_glusterfs(
         &self,
         source: &str,
