@@ -992,8 +992,15 @@ fn topology_component_turns_on_capacity_tracking_and_zones_from_node_labels() {
     // nothing more.
     let (_, node) = daemonset(&o, "gluster-csi-node");
     let plugin = container(node, "gluster-csi-node");
-    let label = flag(plugin, "topology-from-node-label");
-    assert_eq!(label, "zone=topology.kubernetes.io/zone");
+    let label = plugin
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "TOPOLOGY_FROM_NODE_LABELS")
+        .and_then(|e| e.value.as_deref());
+    assert_eq!(label, Some("zone=topology.kubernetes.io/zone"));
+    // The same setting as the flag the binary documents.
+    assert!(accepted_flags("gluster-csi-node").contains("topology-from-node-label"));
     let node_sa = node
         .service_account_name
         .clone()

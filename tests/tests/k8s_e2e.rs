@@ -1817,8 +1817,8 @@ spec:
 }
 
 /// The topology Component on a running installation, as docs/multiple-sites.md has an operator
-/// do it: the node labelled with its zone, a backend placed in that zone in the backends file,
-/// the Component added. The node plugin reads the zone from the Node's label and kubelet puts
+/// do it: the node labelled with its zone, the controller's Heketi placed in that zone in the
+/// backends file, the Component added. The node plugin reads the zone from the Node's label and kubelet puts
 /// the driver's key on the Node; the provisioner's capacity tracking publishes a
 /// CSIStorageCapacity for the zonal class in that zone; a WaitForFirstConsumer claim gets its
 /// volume from the zone's backend, with the zone as the PV's node affinity, and a pod on it
@@ -1833,7 +1833,6 @@ async fn topology_and_capacity(s: Arc<Suite>) -> Result<()> {
         "--overwrite",
     ])
     .await?;
-    let heketi = s.tb.env();
     let objects = format!(
         r#"apiVersion: v1
 kind: ConfigMap
@@ -1843,9 +1842,8 @@ metadata:
 data:
   backends.yaml: |
     backends:
-      - name: east
-        url: "{url}"
-        secret: {{namespace: {DRIVER_NS}, name: heketi-e2e}}
+      # The controller's own Heketi (--heketi-url), placed in the zone.
+      - name: default
         topology:
           zone: {ZONE}
 ---
@@ -1863,11 +1861,28 @@ allowedTopologies:
       - key: {ZONE_KEY}
         values: [{ZONE}]
 "#,
-        url = heketi.heketi_url,
     );
     c.apply_yaml(s.tb.state_dir(), "topology", &objects).await?;
     let t0 = Instant::now();
     let dir = overlay_with(&s.tb, true)?;
+    // Keep the node plugin's image: an earlier trial moved the DaemonSet to another one and
+    // removed the first from the node.
+    let ds = c
+        .json(&["-n", DRIVER_NS, "get", "daemonset", "gluster-csi-node"])
+        .await?;
+    let image = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|ct| field(ct, &["name"]) == "gluster-csi-node")
+        .map(|ct| field(ct, &["image"]).to_owned())
+        .unwrap_or_default();
+    let (name, tag) = image
+        .rsplit_once(':')
+        .with_context(|| format!("node plugin image {image:?} has no tag"))?;
+    let mut kustomization = std::fs::read_to_string(dir.join("kustomization.yaml"))?;
+    kustomization.push_str(&format!("images:\n  - name: {name}\n    newTag: {tag}\n"));
+    std::fs::write(dir.join("kustomization.yaml"), kustomization)?;
     c.kubectl(&["apply", "-k", &dir.display().to_string()])
         .await?;
     rolled_out(&c, "daemonset/gluster-csi-node").await?;
@@ -1945,8 +1960,8 @@ allowedTopologies:
 
     let handle = field(&pv, &["spec", "csi", "volumeHandle"]);
     ensure!(
-        handle.contains(":neast"),
-        "volume id {handle:?} does not name the zone's backend east"
+        handle.contains(":ndefault"),
+        "volume id {handle:?} does not name the zone's backend (default)"
     );
     let affinity = pv["spec"]["nodeAffinity"]["required"].to_string();
     ensure!(
