@@ -8,8 +8,10 @@
 #                           [--images "controller node heketi-server"]
 #
 #   --bin-dir DIR    where gluster-csi-controller, gluster-csi-node and heketi-server are
-#                    (default target/release). Debug builds are fine: the binaries are copied
-#                    and stripped of debug info on the copy; the originals are never touched.
+#                    (default target/x86_64-unknown-linux-gnu/release, the static
+#                    executables scripts/build-release.sh builds). Debug builds are fine: the
+#                    binaries are copied and stripped of debug info on the copy; the originals
+#                    are never touched.
 #   --out-dir DIR    where the image archives go (default target/images)
 #   --tag TAG        image tag (default: v + the version the binaries report with --version,
 #                    e.g. v0.1.0, which is also the tag the manifests in deploy/kubernetes use)
@@ -60,7 +62,7 @@ die() { echo "$PROG: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 # ------------------------------------------------------------------------------ arguments
-BIN_DIR=$ROOT/target/release
+BIN_DIR=$ROOT/target/x86_64-unknown-linux-gnu/release
 OUT_DIR=$ROOT/target/images
 CACHE_DIR=
 TAG=
@@ -101,7 +103,7 @@ done
 for img in $IMAGES; do
   b=$BIN_DIR/$(image_binary "$img")
   if [ ! -f "$b" ] || [ ! -x "$b" ]; then
-    die "missing binary $b (build it first, e.g. cargo build --release --locked; or pass --bin-dir)"
+    die "missing binary $b (build it first with scripts/build-release.sh, or pass --bin-dir)"
   fi
 done
 

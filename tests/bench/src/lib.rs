@@ -435,8 +435,9 @@ fn describe_plan(p: &Plan) -> String {
 fn reproduce_command() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!(
-        "cargo build --release --workspace --bins\n\
-         sudo GLUSTER_CSI_BIN_DIR=$PWD/target/release target/release/gluster-csi-bench{}{}",
+        "scripts/build-release.sh\n\
+         R=$PWD/target/x86_64-unknown-linux-gnu/release\n\
+         sudo GLUSTER_CSI_BIN_DIR=$R $R/gluster-csi-bench{}{}",
         if args.is_empty() { "" } else { " " },
         args.join(" ")
     )
