@@ -741,13 +741,7 @@ async fn node_plugin_replacement(s: Arc<Suite>) -> Result<()> {
     let rolled = node_plugin_pod(&c).await?;
     ensure!(rolled != new, "the rollout left the pod {new} in place");
     let spec = c.json(&["-n", DRIVER_NS, "get", "pod", &rolled]).await?;
-    let running = spec["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|ct| field(ct, &["name"]) == "gluster-csi-node")
-        .map(|ct| field(ct, &["image"]).to_owned())
-        .unwrap_or_default();
+    let running = image_of(&spec["spec"], "gluster-csi-node");
     ensure!(
         running == next_image,
         "the new plugin pod runs {running:?}, not {next_image}"
@@ -1870,13 +1864,7 @@ allowedTopologies:
     let ds = c
         .json(&["-n", DRIVER_NS, "get", "daemonset", "gluster-csi-node"])
         .await?;
-    let image = ds["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|ct| field(ct, &["name"]) == "gluster-csi-node")
-        .map(|ct| field(ct, &["image"]).to_owned())
-        .unwrap_or_default();
+    let image = image_of(&ds["spec"]["template"]["spec"], "gluster-csi-node");
     let (name, tag) = image
         .rsplit_once(':')
         .with_context(|| format!("node plugin image {image:?} has no tag"))?;
@@ -2413,6 +2401,17 @@ fn fuse_clients(volume: &str) -> BTreeSet<u32> {
         }
     }
     found
+}
+
+/// The image of container `name` in a pod spec (empty when there is no such container).
+fn image_of(pod_spec: &Value, name: &str) -> String {
+    pod_spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|ct| field(ct, &["name"]) == name)
+        .map(|ct| field(ct, &["image"]).to_owned())
+        .unwrap_or_default()
 }
 
 async fn node_plugin_pod(c: &Cluster) -> Result<String> {
