@@ -68,10 +68,11 @@
 //!   charged to the container once moved.
 //!
 //! The mount runs in the plugin's mount namespace with the plugin image's `glusterfs` (and
-//! `mount.glusterfs` for `systemd`); the host needs no Gluster packages. After a container stop the client keeps
-//! the old container's mount namespace alive; its mounts under kubelet's directory are shared
-//! with the host, so the host and the next plugin see and can unmount them. (With the agent,
-//! the mount runs in the agent's mount namespace with the agent's tools instead.)
+//! `mount.glusterfs` for `systemd`); the host needs no Gluster packages. After a container stop
+//! the client keeps the old container's mount namespace alive; its mounts under kubelet's
+//! directory are shared with the host, so the host and the next plugin see and can unmount them.
+//! (With the agent, the mount runs in the agent's mount namespace with the agent's tools
+//! instead.)
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -318,8 +319,6 @@ impl ClientLauncher {
         target: &Path,
         options: &[String],
     ) -> Result<MountOutcome, Error> {
-        let what = format!("mount -t glusterfs {source} {}", target.display());
-        let args = mount_args(source, target, options);
         match &self.how {
             How::Direct {
                 fuse_cgroups,
@@ -344,6 +343,8 @@ impl ClientLauncher {
                 Ok(ran.into())
             }
             How::Systemd { systemd_run } => {
+                let what = format!("mount -t glusterfs {source} {}", target.display());
+                let args = mount_args(source, target, options);
                 let nonce = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos() as u64)
