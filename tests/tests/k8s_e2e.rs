@@ -1816,7 +1816,7 @@ spec:
 /// the driver's key on the Node; the provisioner's capacity tracking publishes a
 /// CSIStorageCapacity for the zonal class in that zone; a WaitForFirstConsumer claim gets its
 /// volume from the zone's backend, with the zone as the PV's node affinity, and a pod on it
-/// writes.
+/// writes; a claim made before topology still mounts in a new pod.
 async fn topology_and_capacity(s: Arc<Suite>) -> Result<()> {
     let c = s.driver().await?;
     c.kubectl(&[
@@ -1956,7 +1956,34 @@ allowedTopologies:
         affinity.contains(ZONE_KEY) && affinity.contains(ZONE),
         "PV node affinity {affinity} does not hold {ZONE_KEY}={ZONE}"
     );
-    no_io_errors(&c, &["zonal-writer"]).await
+    no_io_errors(&c, &["zonal-writer"])
+        .await
+        .context("the pod on the zonal claim")?;
+
+    // A claim made before topology (the first trial's, no node affinity) still mounts in a
+    // new pod, through the node plugin that now reports a zone, and holds its files.
+    let old = c.json(&["-n", NS, "get", "pvc", "shared"]).await?;
+    let old_pv = c
+        .json(&["get", "pv", field(&old, &["spec", "volumeName"])])
+        .await?;
+    ensure!(
+        old_pv["spec"]["nodeAffinity"].is_null(),
+        "the claim made before topology has a node affinity: {}",
+        old_pv["spec"]["nodeAffinity"]
+    );
+    c.apply_yaml(
+        s.tb.state_dir(),
+        "old-claim-reader",
+        &idle_pod("old-claim-reader", "shared"),
+    )
+    .await?;
+    wait_pod_ready(&c, "old-claim-reader").await?;
+    let files = exec(&c, "old-claim-reader", &["ls", "/data"]).await?;
+    ensure!(
+        files.contains("writer-a.log"),
+        "the claim made before topology shows {files:?} in a new pod"
+    );
+    Ok(())
 }
 
 /// A resource quantity (`1Gi`, `107374182400`, `500M`) in bytes.
