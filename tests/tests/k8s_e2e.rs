@@ -1567,13 +1567,7 @@ parameters:
         !source_id.is_empty(),
         "PV without heketiVolumeId: {source_pv}"
     );
-    c.apply_yaml(
-        s.tb.state_dir(),
-        "snap-src-pod",
-        &idle_pod("snap-src-pod", "snap-src"),
-    )
-    .await?;
-    wait_pod_ready(&c, "snap-src-pod").await?;
+    start_idle_pod(&c, &s, "snap-src-pod", "snap-src").await?;
     exec(
         &c,
         "snap-src-pod",
@@ -1971,13 +1965,7 @@ allowedTopologies:
         "the claim made before topology has a node affinity: {}",
         old_pv["spec"]["nodeAffinity"]
     );
-    c.apply_yaml(
-        s.tb.state_dir(),
-        "old-claim-reader",
-        &idle_pod("old-claim-reader", "shared"),
-    )
-    .await?;
-    wait_pod_ready(&c, "old-claim-reader").await?;
+    start_idle_pod(&c, &s, "old-claim-reader", "shared").await?;
     let files = exec(&c, "old-claim-reader", &["ls", "/data"]).await?;
     ensure!(
         files.contains("writer-a.log"),
@@ -2163,10 +2151,7 @@ spec:
     c.apply_yaml(s.tb.state_dir(), &format!("pvc-{name}"), &yaml)
         .await?;
     wait_bound(c, name).await?;
-    let pod = format!("{name}-pod");
-    c.apply_yaml(s.tb.state_dir(), &pod, &idle_pod(&pod, name))
-        .await?;
-    wait_pod_ready(c, &pod).await
+    start_idle_pod(c, s, &format!("{name}-pod"), name).await
 }
 
 fn volume_snapshot(name: &str, claim: &str) -> String {
@@ -2185,6 +2170,13 @@ spec:
 }
 
 /// A pod that keeps `claim` mounted at /data and writes nothing by itself.
+/// Creates [`idle_pod`] `name` on `claim` and waits until it is Ready (the volume mounted).
+async fn start_idle_pod(c: &Cluster, s: &Suite, name: &str, claim: &str) -> Result<()> {
+    c.apply_yaml(s.tb.state_dir(), name, &idle_pod(name, claim))
+        .await?;
+    wait_pod_ready(c, name).await
+}
+
 fn idle_pod(name: &str, claim: &str) -> String {
     format!(
         r#"apiVersion: v1
